@@ -1,0 +1,204 @@
+r"""Beyond plain SGD: coupled weight decay and heavy-ball momentum.
+
+**Weight decay** (``torch.optim.SGD`` form, :math:`w \leftarrow (1-\eta\lambda)w - \eta\nabla L`):
+
+.. math::
+
+    \sigma^2_{t+1} = (1-\eta\lambda)^2\sigma^2_t + \frac{\eta^2c^2}{\sigma^2_t},\qquad
+    E^* = \sqrt{\eta\lambda(2-\eta\lambda)},\qquad
+    \frac{\lVert\Delta w\rVert}{\lVert w\rVert}\Big|_* = \sqrt{2\eta\lambda},
+
+the same for every layer.
+
+**Momentum** :math:`\beta` with gradients uncorrelated across steps (the random-walk
+regime): the velocity :math:`v_t = \sum_s \beta^s g_{t-s}` has
+:math:`\mathbb{E}\lVert v\rVert^2 = \lVert g\rVert^2/(1-\beta^2)`, and each gradient
+eventually displaces the weights by :math:`\eta g/(1-\beta)`, so :math:`\sigma^2` grows
+like SGD at lr :math:`\eta/(1-\beta)`.  The update ELR :math:`E_u = \eta\lVert v\rVert/\lVert w\rVert`
+then has :math:`u = E_u^{-2}` growing by :math:`2(1+\beta)/(1-\beta)` per step, and with
+weight decay the equilibrium update ELR is :math:`\sqrt{2\eta\lambda/(1+\beta)}` to
+leading order in :math:`\eta\lambda`.  These are first-order, expectation-level results:
+the drift simulator (:mod:`normdyn.simulate.drift`) measures how far they hold.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import sympy as sp
+
+from normdyn.theory.norm_dynamics import elr_definition, pythagoras_expansion
+from normdyn.theory.registry import Evidence, claim
+from normdyn.theory.symbols import beta, c, eta, lam, sigma2
+from normdyn.theory.symbols import t as t_sym
+
+__all__ = [
+    "weight_decay_norm_recurrence",
+    "weight_decay_equilibrium_sigma2",
+    "weight_decay_equilibrium_elr",
+    "weight_decay_equilibrium_update_elr",
+    "momentum_velocity_factor",
+    "momentum_displacement_factor",
+    "momentum_norm_recurrence",
+    "momentum_update_elr",
+    "momentum_u_growth",
+    "momentum_equilibrium_update_elr",
+    "momentum_equilibrium_update_elr_leading",
+]
+
+SECTION = "5. Beyond plain SGD"
+
+_wg = sp.Symbol("w_dot_g", real=True)
+_gg = sp.Symbol("g_dot_g", positive=True)
+_s = sp.Symbol("s", integer=True, nonnegative=True)
+
+
+@functools.cache
+def weight_decay_norm_recurrence() -> sp.Expr:
+    r""":math:`\sigma^2_{t+1}` for :math:`w \leftarrow (1-\eta\lambda)w - \eta g`."""
+    w_scaled = (1 - eta * lam) ** 2 * sigma2  # |(1-eta lam) w|^2
+    inner = (1 - eta * lam) * _wg
+    expansion = w_scaled - 2 * eta * inner + eta**2 * _gg
+    return sp.expand(expansion.subs({_wg: 0, _gg: c**2 / sigma2}))
+
+
+@functools.cache
+def weight_decay_equilibrium_sigma2() -> sp.Expr:
+    r"""The positive fixed point of :func:`weight_decay_norm_recurrence` (valid for :math:`\eta\lambda<2`)."""
+    roots = sp.solve(sp.Eq(weight_decay_norm_recurrence(), sigma2), sigma2)
+    return _unique_positive(roots, {eta: sp.Rational(1, 10), lam: sp.Rational(1, 10), c: 1})
+
+
+@functools.cache
+def weight_decay_equilibrium_elr() -> sp.Expr:
+    r"""Gradient ELR :math:`\eta c/\sigma^2` at the weight-decay equilibrium."""
+    return sp.simplify(elr_definition().subs(sigma2, weight_decay_equilibrium_sigma2()))
+
+
+@functools.cache
+def weight_decay_equilibrium_update_elr() -> sp.Expr:
+    r""":math:`\lVert\Delta w\rVert/\lVert w\rVert` at equilibrium, :math:`\Delta w = -\eta(\lambda w + g)`."""
+    update_sq = eta**2 * lam**2 * sigma2 + eta**2 * c**2 / sigma2  # lambda w is orthogonal to g
+    ratio = sp.sqrt(update_sq / sigma2).subs(sigma2, weight_decay_equilibrium_sigma2())
+    return sp.simplify(ratio)
+
+
+@functools.cache
+def momentum_velocity_factor() -> sp.Expr:
+    r""":math:`\mathbb{E}\lVert v\rVert^2/\lVert g\rVert^2` for uncorrelated gradients of fixed norm."""
+    return sp.simplify(sp.summation(beta ** (2 * _s), (_s, 0, sp.oo)).args[0][0])
+
+
+@functools.cache
+def momentum_displacement_factor() -> sp.Expr:
+    r"""Total displacement caused by one gradient, in units of :math:`\eta g`."""
+    return sp.simplify(sp.summation(beta**_s, (_s, 0, sp.oo)).args[0][0])
+
+
+@functools.cache
+def momentum_norm_recurrence() -> sp.Expr:
+    r""":math:`\sigma^2_{t+1}` with momentum and weight decay (uncorrelated gradients, first order).
+
+    Each gradient's whole displacement :math:`\eta g/(1-\beta)` is orthogonal to the
+    weights it was computed at, and the weight decay acts through the same factor.
+    """
+    eff = eta * momentum_displacement_factor()
+    return weight_decay_norm_recurrence().subs(eta, eff)
+
+
+@functools.cache
+def momentum_update_elr() -> sp.Expr:
+    r"""Update ELR :math:`\eta\lVert v\rVert/\lVert w\rVert` from the gradient ELR *E* (stationary velocity)."""
+    e_grad = sp.Symbol("E", positive=True)
+    return e_grad * sp.sqrt(momentum_velocity_factor())
+
+
+@functools.cache
+def momentum_u_growth() -> sp.Expr:
+    r"""Growth per step of :math:`u = E_u^{-2}` under momentum (no weight decay, gradient flow)."""
+    sig = sp.Function("sigma2")(t_sym)
+    growth = sp.simplify(momentum_norm_recurrence().subs(lam, 0) - sigma2)  # d sigma2/dt
+    e_u = momentum_update_elr().subs(sp.Symbol("E", positive=True), elr_definition())
+    u_of_sigma = (1 / e_u**2).subs(sigma2, sig)
+    du_dt = sp.diff(u_of_sigma, t_sym).subs(sp.Derivative(sig, t_sym), growth.subs(sigma2, sig))
+    return sp.simplify(du_dt)
+
+
+@functools.cache
+def momentum_equilibrium_update_elr() -> sp.Expr:
+    r"""Equilibrium update ELR of the momentum model with weight decay (exact in the model)."""
+    roots = sp.solve(sp.Eq(momentum_norm_recurrence(), sigma2), sigma2)
+    sig_star = _unique_positive(
+        roots, {eta: sp.Rational(1, 10), lam: sp.Rational(1, 10), c: 1, beta: sp.Rational(1, 2)}
+    )
+    e_u = momentum_update_elr().subs(sp.Symbol("E", positive=True), elr_definition())
+    return sp.simplify(e_u.subs(sigma2, sig_star))
+
+
+@functools.cache
+def momentum_equilibrium_update_elr_leading() -> sp.Expr:
+    r"""Leading order in :math:`\eta\lambda` of :func:`momentum_equilibrium_update_elr`."""
+    x = sp.Symbol("x", positive=True)  # x = eta*lam
+    exact = momentum_equilibrium_update_elr().subs(lam, x / eta)
+    lead = sp.series(exact**2, x, 0, 2).removeO()
+    return sp.sqrt(sp.factor(lead)).subs(x, eta * lam)
+
+
+def _unique_positive(roots: list[sp.Expr], probe: dict) -> sp.Expr:
+    positive = [r for r in roots if sp.N(r.subs(probe)) > 0]
+    if len(positive) != 1:
+        raise ArithmeticError(f"expected one positive root, got {roots}")
+    return sp.simplify(positive[0])
+
+
+@claim(
+    "weight_decay_equilibrium",
+    "Coupled weight decay: sigma2_{t+1} = (1-eta lam)^2 sigma2_t + eta^2 c^2/sigma2_t has an "
+    "attracting equilibrium with gradient ELR sqrt(eta lam (2 - eta lam)) ~ sqrt(2 eta lam) "
+    "and update ELR exactly sqrt(2 eta lam), independent of c (equal for all layers).",
+    SECTION,
+)
+def _check_weight_decay() -> Evidence:
+    rec = weight_decay_norm_recurrence()
+    plain = sp.simplify(rec.subs(lam, 0) - pythagoras_expansion().subs({_wg: 0, _gg: c**2 / sigma2}))
+    e_star = weight_decay_equilibrium_elr()
+    e_upd = weight_decay_equilibrium_update_elr()
+    no_c = c not in e_star.free_symbols and c not in e_upd.free_symbols
+    slope = sp.simplify(sp.diff(rec, sigma2).subs(sigma2, weight_decay_equilibrium_sigma2()))
+    x = sp.Symbol("x", positive=True)
+    slope_small = sp.series(slope.subs(lam, x / eta), x, 0, 2).removeO()
+    attracting = sp.simplify(slope_small - (1 - 4 * x)) == 0
+    lead = sp.series((e_star**2).subs(lam, x / eta), x, 0, 2).removeO()
+    passed = plain == 0 and no_c and attracting and sp.simplify(lead - 2 * x) == 0
+    passed = passed and sp.simplify(e_upd**2 - 2 * eta * lam) == 0
+    return Evidence(
+        passed,
+        r"E^* = " + sp.latex(e_star) + r",\quad \frac{\lVert\Delta w\rVert}{\lVert w\rVert}"
+        r"\Big|_* = " + sp.latex(e_upd),
+        f"map slope at equilibrium {slope} ~ 1 - 4 eta lam; E*^2 = {lead} + O((eta lam)^2)",
+    )
+
+
+@claim(
+    "momentum_equilibrium",
+    "Heavy-ball momentum beta, uncorrelated gradients: |v|^2 = |g|^2/(1-beta^2), sigma2 grows "
+    "like SGD at lr eta/(1-beta), u = E_update^-2 grows by 2(1+beta)/(1-beta) per step, and "
+    "with weight decay the update ELR equilibrates at sqrt(2 eta lam/(1+beta)) to leading order.",
+    SECTION,
+)
+def _check_momentum() -> Evidence:
+    vel = momentum_velocity_factor()
+    disp = momentum_displacement_factor()
+    growth = momentum_u_growth()
+    lead = momentum_equilibrium_update_elr_leading()
+    reduces = sp.simplify(growth.subs(beta, 0) - 2) == 0  # SGD: u grows by 2 per step
+    growth_ok = sp.simplify(growth - 2 * (1 + beta) / (1 - beta)) == 0
+    lead_ok = sp.simplify(lead**2 - 2 * eta * lam / (1 + beta)) == 0
+    vel_ok = sp.simplify(vel * (1 - beta**2)) == 1 and sp.simplify(disp * (1 - beta)) == 1
+    passed = reduces and growth_ok and lead_ok and vel_ok
+    return Evidence(
+        passed,
+        r"\Delta u = " + sp.latex(growth) + r",\quad E_u^* \approx " + sp.latex(lead),
+        f"E|v|^2/|g|^2 = {vel}; displacement factor {disp}; du/dt = {growth} "
+        f"(beta=0.9: {sp.N(growth.subs(beta, sp.Rational(9, 10)))})",
+    )
