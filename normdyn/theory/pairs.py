@@ -77,13 +77,16 @@ def second_flip_gain_threshold() -> sp.Expr:
 
 
 def second_flip_counterexample(
-    a0: sp.Expr = sp.Rational(3, 10), b0: sp.Expr = sp.Integer(5), g: sp.Expr = sp.Integer(10)
+    a0: sp.Expr | None = None, b0: sp.Expr | None = None, g: sp.Expr | None = None
 ) -> dict[str, sp.Expr]:
     """Exact steps in which a pair flips twice because the lr rises by ``g`` > 2 once.
 
     Step 0 -> 1 at constant lr (first flip), the lr is multiplied by ``g`` for step 2,
-    and step 2 -> 3 at constant lr flips the pair again.
+    and step 2 -> 3 at constant lr flips the pair again.  Defaults: 3/10, 5 and gain 10.
     """
+    a0 = sp.Rational(3, 10) if a0 is None else sp.sympify(a0)
+    b0 = sp.Integer(5) if b0 is None else sp.sympify(b0)
+    g = sp.Integer(10) if g is None else sp.sympify(g)
     step = elr_map_general()
     a1, b1 = step.subs({E: a0, gain: 1}), step.subs({E: b0, gain: 1})
     a2, b2 = step.subs({E: a1, gain: g}), step.subs({E: b1, gain: g})

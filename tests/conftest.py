@@ -1,0 +1,32 @@
+"""Hypothesis profiles and shared fixtures.
+
+Profiles (select with ``HYPOTHESIS_PROFILE=...``; default ``ci``):
+
+* ``ci`` -- derandomized, bounded examples and deadline, for the 2-core CI machine.
+* ``fuzz`` -- many random examples, no deadline: ``HYPOTHESIS_PROFILE=fuzz make test``.
+* ``dev`` -- a quick local loop.
+"""
+
+from __future__ import annotations
+
+import os
+
+import matplotlib
+from hypothesis import HealthCheck, settings
+
+matplotlib.use("Agg")
+
+settings.register_profile(
+    "ci",
+    derandomize=True,
+    max_examples=60,
+    deadline=2000,
+    print_blob=True,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+settings.register_profile(
+    "fuzz", max_examples=5000, deadline=None, print_blob=True,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+settings.register_profile("dev", max_examples=20, deadline=None)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
