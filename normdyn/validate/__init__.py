@@ -1,0 +1,1 @@
+"""Torch validation layer: the ELR monitor, architectures, data and runs."""
