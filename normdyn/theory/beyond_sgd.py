@@ -44,6 +44,8 @@ __all__ = [
     "momentum_u_growth",
     "momentum_equilibrium_update_elr",
     "momentum_equilibrium_update_elr_leading",
+    "adam_sigma2",
+    "adam_update_elr_ratio_sq",
 ]
 
 SECTION = "5. Beyond plain SGD"
@@ -201,4 +203,53 @@ def _check_momentum() -> Evidence:
         r"\Delta u = " + sp.latex(growth) + r",\quad E_u^* \approx " + sp.latex(lead),
         f"E|v|^2/|g|^2 = {vel}; displacement factor {disp}; du/dt = {growth} "
         f"(beta=0.9: {sp.N(growth.subs(beta, sp.Rational(9, 10)))})",
+    )
+
+
+_d_l, _d_k = sp.symbols("d_l d_k", positive=True)  # element counts of two layers
+_kappa = sp.Symbol("kappa", positive=True)  # E[m^2/v] per element of Adam's update
+
+
+@functools.cache
+def adam_sigma2(elements: sp.Symbol = _d_l) -> sp.Expr:
+    r""":math:`\sigma^2_t` under Adam in the random-walk regime.
+
+    Adam's update has :math:`\lVert\Delta w\rVert^2 = \eta^2\kappa d` for a layer of *d*
+    elements (:math:`\kappa = \mathbb{E}[\hat m^2/\hat v]`, 1 without first-moment
+    averaging), independent of *c*.  Assuming the update is orthogonal to *w* (true in
+    expectation for random directions in high dimension), Pythagoras sums the increments.
+    """
+    s = sp.Symbol("s", integer=True, nonnegative=True)
+    increment = eta**2 * _kappa * elements
+    return sigma2 + sp.summation(increment, (s, 0, t_sym - 1))
+
+
+@functools.cache
+def adam_update_elr_ratio_sq() -> sp.Expr:
+    r""":math:`(E_\ell/E_k)^2` of Adam's update ELRs :math:`\eta\sqrt{\kappa d}/\sigma` for two layers."""
+    s_l0, s_k0 = sp.symbols("sigma2_l0 sigma2_k0", positive=True)
+    e_l_sq = eta**2 * _kappa * _d_l / adam_sigma2(_d_l).subs(sigma2, s_l0)
+    e_k_sq = eta**2 * _kappa * _d_k / adam_sigma2(_d_k).subs(sigma2, s_k0)
+    return sp.simplify(e_l_sq / e_k_sq)
+
+
+@claim(
+    "adam_ratio_limit",
+    "Adam, random-walk regime (update norm eta*sqrt(kappa*d), orthogonal to w): sigma2 grows "
+    "linearly, sigma2_t = sigma2_0 + eta^2 kappa d t, and the update-ELR ratio of two layers "
+    "tends to 1 once sigma2_0/d (the per-element scale) is accounted for.",
+    SECTION,
+)
+def _check_adam() -> Evidence:
+    sig = adam_sigma2()
+    linear = sp.diff(sig, t_sym, 2) == 0 and c not in sig.free_symbols
+    ratio_sq = adam_update_elr_ratio_sq()
+    limit = sp.limit(ratio_sq, t_sym, sp.oo)
+    passed = linear and limit == 1
+    return Evidence(
+        passed,
+        r"\sigma^2_t = " + sp.latex(sig) + r",\quad \left(\frac{E_\ell}{E_k}\right)^2 = "
+        + sp.latex(ratio_sq) + r" \to " + sp.latex(limit),
+        f"sigma2_t = {sig}; ratio^2 = {ratio_sq}; limit {limit}. Assumes orthogonal, "
+        "uncorrelated updates; not verified by the drift simulator (SGD only).",
     )
