@@ -29,7 +29,7 @@ import sympy as sp
 
 from normdyn.theory.norm_dynamics import elr_definition, pythagoras_expansion
 from normdyn.theory.registry import Evidence, claim
-from normdyn.theory.symbols import beta, c, eta, lam, sigma2
+from normdyn.theory.symbols import beta, c, eta, lam, sigma2, tex
 from normdyn.theory.symbols import t as t_sym
 
 __all__ = [
@@ -175,8 +175,8 @@ def _check_weight_decay() -> Evidence:
     passed = passed and sp.simplify(e_upd**2 - 2 * eta * lam) == 0
     return Evidence(
         passed,
-        r"E^* = " + sp.latex(e_star) + r",\quad \frac{\lVert\Delta w\rVert}{\lVert w\rVert}"
-        r"\Big|_* = " + sp.latex(e_upd),
+        r"E^* = " + tex(e_star) + r",\quad \frac{\lVert\Delta w\rVert}{\lVert w\rVert}"
+        r"\Big|_* = " + tex(e_upd),
         f"map slope at equilibrium {slope} ~ 1 - 4 eta lam; E*^2 = {lead} + O((eta lam)^2)",
     )
 
@@ -200,7 +200,7 @@ def _check_momentum() -> Evidence:
     passed = reduces and growth_ok and lead_ok and vel_ok
     return Evidence(
         passed,
-        r"\Delta u = " + sp.latex(growth) + r",\quad E_u^* \approx " + sp.latex(lead),
+        r"\Delta u = " + tex(growth) + r",\quad E_u^* \approx " + tex(lead),
         f"E|v|^2/|g|^2 = {vel}; displacement factor {disp}; du/dt = {growth} "
         f"(beta=0.9: {sp.N(growth.subs(beta, sp.Rational(9, 10)))})",
     )
@@ -248,8 +248,8 @@ def _check_adam() -> Evidence:
     passed = linear and limit == 1
     return Evidence(
         passed,
-        r"\sigma^2_t = " + sp.latex(sig) + r",\quad \left(\frac{E_\ell}{E_k}\right)^2 = "
-        + sp.latex(ratio_sq) + r" \to " + sp.latex(limit),
+        r"\sigma^2_t = " + tex(sig) + r",\quad \left(\frac{E_\ell}{E_k}\right)^2 = "
+        + tex(ratio_sq) + r" \to " + tex(limit),
         f"sigma2_t = {sig}; ratio^2 = {ratio_sq}; limit {limit}. Assumes orthogonal, "
         "uncorrelated updates; not verified by the drift simulator (SGD only).",
     )

@@ -23,7 +23,7 @@ import sympy as sp
 
 from normdyn.theory.norm_dynamics import elr_map
 from normdyn.theory.registry import Evidence, claim
-from normdyn.theory.symbols import E, a_max, a_min, eta
+from normdyn.theory.symbols import E, a_max, a_min, eta, tex
 
 __all__ = ["critical_lr", "critical_lr_in_elr", "spread_ratio_slope"]
 
@@ -84,8 +84,8 @@ def _check_critical_lr() -> Evidence:
     e_form = critical_lr_in_elr()
     return Evidence(
         passed,
-        r"\eta^* = " + sp.latex(star) + " = " + sp.latex(e_form)
-        + r",\quad \partial_\eta \frac{F(\eta a_i)}{F(\eta a_{\min})} = " + sp.latex(below),
+        r"\eta^* = " + tex(star) + " = " + tex(e_form)
+        + r",\quad \partial_\eta \frac{F(\eta a_i)}{F(\eta a_{\min})} = " + tex(below),
         f"slope below eta* with a_i=a_min+h: {below_sign}; "
         f"slope of F(eta a_i)/F(eta a_max) with a_max=a_i+h: {above_sign}",
     )

@@ -38,6 +38,7 @@ from normdyn.theory.symbols import (
     gain,
     sigma2,
     sigma2_0,
+    tex,
     u,
     u0,
 )
@@ -176,7 +177,7 @@ def _check_norm_recurrence() -> Evidence:
     g_norm_sq = sum(gi**2 for gi in g)
     predicted = rec.subs({sigma2: 49, c: sp.sqrt(g_norm_sq) * 7})
     passed = _zero(stepped - predicted) and sp.simplify(rec - sigma2 - eta**2 * c**2 / sigma2) == 0
-    return Evidence(passed, r"\sigma^2_{t+1} = " + sp.latex(rec),
+    return Evidence(passed, r"\sigma^2_{t+1} = " + tex(rec),
                     f"exact step at w=(2,3,6): |w'|^2 = {sp.expand(stepped)}")
 
 
@@ -201,8 +202,8 @@ def _check_elr_map() -> Evidence:
     )
     return Evidence(
         passed,
-        r"E_{t+1} = " + sp.latex(general) + r",\quad F(E) = " + sp.latex(f)
-        + r",\quad u_{t+1} = " + sp.latex(u_map()),
+        r"E_{t+1} = " + tex(general) + r",\quad F(E) = " + tex(f)
+        + r",\quad u_{t+1} = " + tex(u_map()),
         f"F(E) = {f}; u-map = {u_map()}",
     )
 
@@ -221,7 +222,7 @@ def _check_gradient_flow() -> Evidence:
     ode = sp.Eq(f(t_sym).diff(t_sym), eta**2 * c**2 / f(t_sym))
     ok, _ = sp.checkodesol(ode, sp.Eq(f(t_sym), sol))
     passed = residual == 0 and initial == 0 and ok
-    return Evidence(passed, r"\sigma^2(t) = " + sp.latex(sol),
+    return Evidence(passed, r"\sigma^2(t) = " + tex(sol),
                     f"residual={residual}, sigma2(0)-sigma2_0={initial}, checkodesol={ok}")
 
 
@@ -244,8 +245,8 @@ def _check_continuous_elr() -> Evidence:
     passed = stable_ok and linear and excess.is_positive and log_growth.is_finite
     return Evidence(
         passed,
-        r"E(t) = " + sp.latex(e_t) + r",\quad u(t) = " + sp.latex(u_t)
-        + r",\quad u_t - u(t) \le " + sp.latex(bound),
+        r"E(t) = " + tex(e_t) + r",\quad u(t) = " + tex(u_t)
+        + r",\quad u_t - u(t) \le " + tex(bound),
         f"du/dt = {slope}; discrete excess per step = {excess}; "
         f"bound/log t -> {log_growth}",
     )

@@ -34,6 +34,7 @@ from normdyn._checks import (
 from normdyn.theory import beyond_sgd, critical_lr, norm_dynamics, pairs
 from normdyn.theory import symbols as S
 from normdyn.theory.registry import Evidence, claim
+from normdyn.theory.symbols import tex
 
 __all__ = [
     "TheoryFunction",
@@ -108,7 +109,7 @@ class TheoryFunction:
 
     @property
     def latex(self) -> str:
-        return sp.latex(self.expr)
+        return tex(self.expr)
 
 
 def _generate(

@@ -22,7 +22,7 @@ import sympy as sp
 
 from normdyn.theory.norm_dynamics import continuous_u, elr_map, elr_map_general, u_map
 from normdyn.theory.registry import Evidence, claim
-from normdyn.theory.symbols import E, E_k, E_l, d, gain, rho, u, u0, u_k, u_l
+from normdyn.theory.symbols import E, E_k, E_l, d, gain, rho, tex, u, u0, u_k, u_l
 from normdyn.theory.symbols import t as t_sym
 
 __all__ = [
@@ -115,7 +115,7 @@ def _check_ratio_map() -> Evidence:
     rm = ratio_map()
     direct = _F(E_l) / _F(E_k)  # the next ratio computed from the next ELRs
     passed = sp.simplify(rm.subs(rho, E_l / E_k) - direct) == 0
-    return Evidence(passed, r"\rho_{t+1} = " + sp.latex(rm), f"rho_(t+1) = {rm}")
+    return Evidence(passed, r"\rho_{t+1} = " + tex(rm), f"rho_(t+1) = {rm}")
 
 
 @claim(
@@ -138,8 +138,8 @@ def _check_unique_attractor() -> Evidence:
     passed = fixed == [1] and limit == 1 and never_crosses and monotone
     return Evidence(
         passed,
-        r"\rho_{t+1} = \rho_t \iff \rho = " + sp.latex(fixed[0] if fixed else sp.nan)
-        + r",\quad \rho(t)^2 - 1 = " + sp.latex(deviation),
+        r"\rho_{t+1} = \rho_t \iff \rho = " + tex(fixed[0] if fixed else sp.nan)
+        + r",\quad \rho(t)^2 - 1 = " + tex(deviation),
         f"fixed points {fixed}; lim rho(t)^2 = {limit}; d rho^2/dt = {slope}",
     )
 
@@ -164,7 +164,7 @@ def _check_flip_condition() -> Evidence:
     passed = identity and ties == [1 / _a] and contraction
     return Evidence(
         passed,
-        r"F(a) - F(b) = " + sp.latex(fact),
+        r"F(a) - F(b) = " + tex(fact),
         f"flip factor {flip_factor}; tie at b = {ties}; aF(a)-bF(b) = {lower}; "
         f"aF(b)-bF(a) = {upper}",
     )
@@ -189,8 +189,8 @@ def _check_flip_at_most_once() -> Evidence:
     passed = passed and bool(first_flip) and bool(second_flip)
     return Evidence(
         passed,
-        r"\max F = F(" + sp.latex(arg) + ") = " + sp.latex(fmax)
-        + r",\quad 1/2 - F(E) = " + sp.latex(gap) + r",\quad g^* = " + sp.latex(threshold),
+        r"\max F = F(" + tex(arg) + ") = " + tex(fmax)
+        + r",\quad 1/2 - F(E) = " + tex(gap) + r",\quad g^* = " + tex(threshold),
         f"second flip possible only for gain > {threshold}; counterexample: "
         + ", ".join(f"{k}={sp.nsimplify(v)}" for k, v in ce.items()),
     )
@@ -214,7 +214,7 @@ def _check_convergence_rate() -> Evidence:
     passed = target_ok and 0 <= contraction_after_step < 1 and dev_ok
     return Evidence(
         passed,
-        r"d_{t+1} = " + sp.latex(rec) + r",\quad \rho^2 - 1 = " + sp.latex(dev),
+        r"d_{t+1} = " + tex(rec) + r",\quad \rho^2 - 1 = " + tex(dev),
         f"factor in ELR terms {in_elr}; after one step it lies in "
         f"[{contraction_after_step}, 1]",
     )

@@ -24,6 +24,7 @@ import sympy as sp
 from sympy.simplify.simplify import factor_sum
 
 from normdyn.theory.registry import Evidence, claim
+from normdyn.theory.symbols import tex
 
 __all__ = [
     "concrete_scale_invariant_loss",
@@ -117,7 +118,7 @@ def _check_orthogonal_gradient() -> Evidence:
     return Evidence(
         passed,
         r"\langle \nabla L(w), w \rangle = \sum_j w_j \sum_i G_i\left(\frac{\delta_{ij}}{r}"
-        r" - \frac{w_i w_j}{r^3}\right) = " + sp.latex(general),
+        r" - \frac{w_i w_j}{r^3}\right) = " + tex(general),
         f"L(aw)-L(w)={invariant}; concrete <g,w>={concrete}; general d: {general}",
     )
 

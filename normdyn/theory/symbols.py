@@ -38,7 +38,7 @@ import sympy as sp
 __all__ = [
     "eta", "eta_next", "c", "c_next", "sigma2", "sigma2_0", "E", "E0", "E_l", "E_k",
     "a_l", "a_k", "a_max", "a_min", "u", "u0", "u_l", "u_k", "d", "rho", "t", "lam",
-    "beta", "alpha", "gain", "grad_norm", "weight_norm", "Hypot",
+    "beta", "alpha", "gain", "grad_norm", "weight_norm", "Hypot", "LATEX_NAMES", "tex",
 ]
 
 eta, eta_next = sp.symbols("eta eta_next", positive=True)
@@ -85,3 +85,23 @@ class Hypot(sp.Function):
     def _latex(self, printer):
         x, y = (printer._print(arg) for arg in self.args)
         return rf"\sqrt{{{x}^{{2}} + {y}^{{2}}}}"
+
+
+LATEX_NAMES: dict[sp.Symbol, str] = {
+    sigma2: r"\sigma^{2}",
+    sigma2_0: r"\sigma_{0}^{2}",
+    eta_next: r"\eta_{t+1}",
+    c_next: r"c_{t+1}",
+    lam: r"\lambda",
+    E_l: r"E_{\ell}",
+    a_l: r"a_{\ell}",
+    u_l: r"u_{\ell}",
+    a_max: r"a_{\max}",
+    a_min: r"a_{\min}",
+    gain: r"g",
+}
+
+
+def tex(expr: sp.Basic) -> str:
+    """LaTeX of ``expr`` with the canonical symbols' conventional names."""
+    return sp.latex(expr, symbol_names=LATEX_NAMES)
