@@ -71,6 +71,7 @@ _VALIDATORS: dict[str, Callable[[str, object], np.ndarray]] = {
     "nonnegative": check_nonnegative,
     "finite": check_finite,
     "unit": lambda name, v: check_in_range(name, v, 0.0, 1.0),
+    "at_least_one": lambda name, v: check_in_range(name, v, 1.0, np.inf),
 }
 
 
@@ -147,6 +148,11 @@ def _unevaluated_product(a: sp.Expr, b: sp.Expr) -> sp.Expr:
     return sp.Mul(a, sp.UnevaluatedExpr(b), evaluate=False)
 
 
+def _decayed_step(lr: sp.Expr) -> sp.Expr:
+    """(1 - lr*lam)^2 sigma2 + lr c (lr c / sigma2), factored: no cancellation near lr*lam = 1."""
+    return (1 - lr * S.lam) ** 2 * S.sigma2 + _unevaluated_product(lr * S.c, lr * S.c / S.sigma2)
+
+
 _E_max, _E_min = sp.symbols("E_max E_min", positive=True)
 _F = norm_dynamics.elr_map()
 
@@ -200,16 +206,21 @@ continuous_u = _generate("continuous_u", norm_dynamics.continuous_u(), (S.u0, S.
                          ("positive", "nonnegative"), description="Gradient-flow u(t).")
 gap_bound = _generate(
     "gap_bound", norm_dynamics.discrete_continuous_gap_bound(), (S.u0, S.t),
-    ("positive", "positive"),
+    ("positive", "at_least_one"),
     stable=1 / S.u0 + log1p(2 * (S.t - 1) / S.u0) / 2,
     description="Upper bound on u_t - u(t) of the discrete map, for t >= 1.",
 )
 ratio_step = _generate(
     "ratio_step", pairs.ratio_map(), (S.rho, S.E_l, S.E_k), ("positive",) * 3,
+    stable=_unevaluated_product(
+        S.rho * sp.UnevaluatedExpr(S.E_k / S.E_l),
+        (S.E_k + 1 / S.E_k) / (S.E_l + 1 / S.E_l),
+    ),
     description="rho_{t+1} from rho_t = E_l/E_k.",
 )
 d_step = _generate("d_step", pairs.d_recurrence(), (S.d, S.u_k, S.u_l),
                    ("finite", "positive", "positive"),
+                   stable=S.d - S.d / (S.u_k * S.u_l),
                    description="d_{t+1} for d = u_k - u_l.")
 critical_lr = _generate(
     "critical_lr", critical_lr.critical_lr(), (S.a_max, S.a_min), ("positive", "positive"),
@@ -224,6 +235,7 @@ critical_lr_from_elr = _generate(
 weight_decay_norm_step = _generate(
     "weight_decay_norm_step", beyond_sgd.weight_decay_norm_recurrence(),
     (S.sigma2, S.eta, S.c, S.lam), ("positive", "positive", "nonnegative", "nonnegative"),
+    stable=_decayed_step(S.eta),
     description="One SGD step with coupled weight decay.",
 )
 weight_decay_equilibrium_elr = _generate(
@@ -241,6 +253,7 @@ momentum_norm_step = _generate(
     "momentum_norm_step", beyond_sgd.momentum_norm_recurrence(),
     (S.sigma2, S.eta, S.c, S.lam, S.beta),
     ("positive", "positive", "nonnegative", "nonnegative", "unit"),
+    stable=_decayed_step(S.eta / (1 - S.beta)),
     description="First-order sigma2 step with momentum beta and weight decay lam.",
 )
 momentum_update_elr = _generate(
