@@ -1,0 +1,834 @@
+"""Training runs that measure the weight dynamics of real networks.
+
+:func:`run_training` trains one model from a :class:`RunConfig` and records, at every
+step and for every scale-invariant layer, what the norm-level model is about: the
+squared weight norm, the gradient norm, the learning rate and the ELRs (through
+:class:`~normdyn.validate.monitor.ELRMonitor`).  It writes into ``out_dir``:
+
+``config.json``
+    The resolved config, :func:`normdyn._io.provenance` (package version, git
+    revision), torch version, device and the run status.
+``steps.csv`` (or ``steps.parquet``)
+    The monitor's per-step, per-layer table (step, layer, lr, sigma2, grad_norm, elr,
+    update_elr, cos_wg, loss).
+``metrics.csv``
+    Per step: lr, training-batch loss and accuracy.
+``checkpoint.pt``
+    Model, optimizer, monitor state, every RNG state and the step, written atomically
+    every ``checkpoint_every`` steps and at the end.
+``lr_sweep.csv``
+    Only with ``sweep_critical_lr``: :func:`one_step_lr_sweep` at step 0.
+
+A run whose ``out_dir`` already holds a checkpoint of the *same* config resumes from
+it: the rows after the checkpoint are recomputed, none is lost or duplicated, and on
+CPU the final table equals that of an uninterrupted run exactly.  A *different*
+config in an existing ``out_dir`` raises :class:`ValueError` (nothing is overwritten).
+
+**Drift mode** (``drift=True``) replaces, after ``backward()`` and before the monitor
+and the optimizer see it, the gradient of every tracked layer by a Gaussian random
+vector of the same norm (a random walk over the weight vector's elements, the
+paper's "random vectors of similar norm").  With ``drift_projected=False`` (default)
+the vector is isotropic in all of :math:`\\mathbb{R}^d`, so it has a random radial
+component (of relative size about :math:`1/\\sqrt d`); with ``drift_projected=True``
+its component along :math:`w` is removed *before* rescaling, so it lies in the tangent
+space, exactly as a scale-invariant layer's true gradient does.  Untracked parameters
+(classifier, norm affines) keep their real gradients.
+
+The tracked layers are the scale-invariant weights that
+:func:`~normdyn.validate.detection.find_scale_invariant` detects.  A model with none
+(the Transformers: their linears carry biases or feed residual additions) tracks every
+weight matrix except the classifier's instead; ``config.json`` then says
+``tracked_layers_scale_invariant: false`` and ``cos_wg`` shows the defect.
+
+Results on CPU depend on the number of torch threads (the order of float reductions);
+``config.json`` records it, and a resume must use the same number to be exact.
+
+A NaN or infinity in the loss or the norms stops the run with
+:class:`~normdyn._checks.NonFiniteError`; everything recorded until then is written
+to ``out_dir`` first.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import os
+import random
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from normdyn._checks import (
+    NonFiniteError,
+    check_in_range,
+    check_int,
+    check_nonnegative,
+    check_positive,
+)
+from normdyn._io import atomic_write_frame, atomic_write_json, provenance
+from normdyn.theory.numeric import critical_lr_of, gradient_elr, one_step_spread
+
+__all__ = [
+    "RunConfig",
+    "ARCHS",
+    "DATA",
+    "SCHEDULES",
+    "OPTIMIZERS",
+    "DEVICES",
+    "CONFIG_FILE",
+    "CHECKPOINT_FILE",
+    "METRICS_FILE",
+    "SWEEP_FILE",
+    "resolve_device",
+    "run_training",
+    "load_run",
+    "steps_path",
+    "drift_gradient",
+    "one_step_lr_sweep",
+    "default_sweep_lrs",
+]
+
+ARCHS = ("resnet", "mlp", "transformer")
+DATA = ("digits", "digits32", "synthetic", "cifar10", "cifar100", "sequences")
+SCHEDULES = ("constant", "linear_warmup", "exponential_warmup", "critical_warmup", "step_decay")
+OPTIMIZERS = ("sgd", "adam")
+DEVICES = ("auto", "cpu", "cuda")
+TABLE_FORMATS = ("csv", "parquet")
+
+CONFIG_FILE = "config.json"
+CHECKPOINT_FILE = "checkpoint.pt"
+METRICS_FILE = "metrics.csv"
+SWEEP_FILE = "lr_sweep.csv"
+_OUTPUT_FILES = (CONFIG_FILE, CHECKPOINT_FILE, METRICS_FILE, SWEEP_FILE, "steps.csv",
+                 "steps.parquet")
+
+_NORMS = {"resnet": ("batch",), "mlp": ("batch", "layer"), "transformer": ("layer",)}
+_DEFAULT_NORM = {"resnet": "batch", "mlp": "batch", "transformer": "layer"}
+_DEFAULT_WIDTH = {"resnet": 16, "mlp": 128, "transformer": 32}
+_IMAGE_DATA = ("digits", "digits32", "synthetic", "cifar10", "cifar100")
+_NUM_CLASSES = {"digits": 10, "digits32": 10, "synthetic": 10, "cifar10": 10, "cifar100": 100,
+                "sequences": 3}
+_TRANSFORMER_HEADS = 4
+_SEQ_LEN, _SEQ_DIM = 8, 4
+_EVAL_MAX = 2048
+
+
+# --------------------------------------------------------------------------- config
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything that determines a run (and nothing that does not).
+
+    ``norm`` and ``width`` default to the architecture's (``None``); ``resolved()``
+    fills them in.  ``norm`` is ``batch`` for the ResNet, ``batch|layer`` for the MLP,
+    ``layer`` for the Transformer (whose ``norm_position`` is ``post|pre``).  ``width``
+    is the ResNet's first-stage width, the MLP's hidden width or the Transformer's
+    ``d_model``; ``depth`` is the ResNet depth (``6n+2``), the MLP's number of
+    normalized layers or the Transformer's number of encoder layers.
+    ``schedule_steps`` is the length ``n_steps`` of ``linear_warmup``, the time constant
+    ``tau`` of ``exponential_warmup`` or the single milestone of ``step_decay`` (decay
+    by 0.1); ``None`` gives ``steps // 10`` for the warm-ups and ``steps // 2`` for the
+    decay.  ``n_samples`` sizes the
+    synthetic data sets; ``data_root`` is where CIFAR is read from (never downloaded).
+    """
+
+    arch: str = "resnet"
+    depth: int = 20
+    shortcuts: bool = True
+    norm: str | None = None
+    norm_position: str = "post"
+    affine: bool = True
+    width: int | None = None
+    width_multiplier: float = 1.0
+    data: str = "digits"
+    data_root: str | None = None
+    n_samples: int = 2048
+    steps: int = 100
+    batch_size: int = 64
+    lr: float = 0.1
+    schedule: str = "constant"
+    schedule_steps: int | None = None
+    optimizer: str = "sgd"
+    momentum: float = 0.0
+    weight_decay: float = 0.0
+    drift: bool = False
+    drift_projected: bool = False
+    device: str = "auto"
+    seed: int = 0
+    sync_every: int = 50
+    checkpoint_every: int = 100
+    sweep_critical_lr: bool = False
+
+    def __post_init__(self) -> None:
+        _choice("arch", self.arch, ARCHS)
+        check_int("depth", self.depth, minimum=1)
+        if self.arch == "resnet" and (self.depth < 8 or (self.depth - 2) % 6):
+            raise ValueError(f"depth must be 6n+2 (8, 14, 20, 56, 110, ...) for arch "
+                             f"'resnet', got {self.depth}")
+        for name in ("shortcuts", "affine", "drift", "drift_projected", "sweep_critical_lr"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} must be a bool, got {getattr(self, name)!r}")
+        if self.norm is not None:
+            _choice("norm", self.norm, _NORMS[self.arch], f" for arch {self.arch!r}")
+        _choice("norm_position", self.norm_position, ("post", "pre"))
+        if self.width is not None:
+            check_int("width", self.width, minimum=1)
+        check_positive("width_multiplier", self.width_multiplier)
+        _choice("data", self.data, DATA)
+        if (self.arch == "transformer") != (self.data == "sequences"):
+            raise ValueError(f"data {self.data!r} does not fit arch {self.arch!r}: the "
+                             "transformer takes 'sequences', the others take images")
+        check_int("n_samples", self.n_samples, minimum=2)
+        check_int("steps", self.steps, minimum=1)
+        check_int("batch_size", self.batch_size, minimum=2)
+        check_positive("lr", self.lr)
+        _choice("schedule", self.schedule, SCHEDULES)
+        if self.schedule_steps is not None:
+            check_int("schedule_steps", self.schedule_steps, minimum=1)
+        _choice("optimizer", self.optimizer, OPTIMIZERS)
+        check_in_range("momentum", self.momentum, 0.0, 1.0)
+        if self.optimizer == "adam" and self.momentum:
+            raise ValueError("momentum applies to optimizer 'sgd' only (adam uses its "
+                             f"default betas), got {self.momentum}")
+        check_nonnegative("weight_decay", self.weight_decay)
+        _choice("device", self.device, DEVICES)
+        check_int("seed", self.seed)
+        check_int("sync_every", self.sync_every, minimum=1)
+        check_int("checkpoint_every", self.checkpoint_every, minimum=1)
+        if self.data in ("cifar10", "cifar100") and self.data_root is None \
+                and not os.environ.get("NORMDYN_DATA"):
+            raise ValueError(f"data_root is required for data {self.data!r} (or set "
+                             "NORMDYN_DATA); datasets are never downloaded")
+
+    def resolved(self) -> dict[str, Any]:
+        """All fields with the architecture defaults filled in (JSON-serializable)."""
+        out = dataclasses.asdict(self)
+        out["norm"] = self.norm or _DEFAULT_NORM[self.arch]
+        out["width"] = self.width or _DEFAULT_WIDTH[self.arch]
+        if self.schedule in ("constant", "critical_warmup"):
+            out["schedule_steps"] = None  # these schedules take no length
+        elif out["schedule_steps"] is None:
+            out["schedule_steps"] = max(1, self.steps // (2 if self.schedule == "step_decay"
+                                                          else 10))
+        if self.data in ("cifar10", "cifar100") and out["data_root"] is None:
+            out["data_root"] = os.environ["NORMDYN_DATA"]
+        for key in ("lr", "momentum", "weight_decay", "width_multiplier"):
+            out[key] = float(out[key])
+        return out
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> RunConfig:
+        """A config from a (resolved) dict; unknown keys raise ``ValueError``."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - names)
+        if unknown:
+            raise ValueError(f"config has unknown fields {unknown}")
+        return cls(**values)
+
+
+def _choice(name: str, value: Any, options: Sequence[str], where: str = "") -> None:
+    if value not in options:
+        raise ValueError(f"{name} must be one of {', '.join(map(repr, options))}{where}, "
+                         f"got {value!r}")
+
+
+def resolve_device(requested: str) -> torch.device:
+    """``auto``: CUDA when available, else CPU.  ``cuda`` without CUDA: ``ValueError``."""
+    _choice("device", requested, DEVICES)
+    if requested == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device 'cuda' requested but CUDA is not available "
+                         "(use --device auto or cpu)")
+    if requested == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(requested)
+
+
+def steps_path(out_dir: str | Path) -> Path:
+    """The per-step table written by :func:`run_training` (CSV or parquet)."""
+    out_dir = Path(out_dir)
+    for name in ("steps.parquet", "steps.csv"):
+        if (out_dir / name).is_file():
+            return out_dir / name
+    raise FileNotFoundError(f"no steps.csv or steps.parquet in {out_dir}")
+
+
+def load_run(out_dir: str | Path) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """The per-step table and the ``config.json`` of a run directory."""
+    path = steps_path(out_dir)
+    table = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
+    meta = json.loads((Path(out_dir) / CONFIG_FILE).read_text(encoding="utf-8"))
+    return table, meta
+
+
+# --------------------------------------------------------------------------- building
+
+
+def _seed_stream(seed: int, stream: int) -> int:
+    """An independent 63-bit seed for ``stream`` (1: batches, 2: drift) from ``seed``."""
+    state = np.random.SeedSequence(seed, spawn_key=(stream,)).generate_state(1, np.uint64)
+    return int(state[0] >> np.uint64(1))
+
+
+def _load_data(cfg: dict[str, Any], split: str) -> tuple[Tensor, Tensor]:
+    from normdyn.validate.data import get_dataset
+
+    name = cfg["data"]
+    if name in ("digits", "digits32"):
+        return get_dataset(name, seed=cfg["seed"], split=split)
+    if name == "synthetic":
+        n = cfg["n_samples"] if split == "train" else max(2, cfg["n_samples"] // 4)
+        return get_dataset(name, n=n, seed=cfg["seed"], split=split, image_size=32,
+                           channels=3, num_classes=_NUM_CLASSES[name])
+    if name == "sequences":
+        n = cfg["n_samples"] if split == "train" else max(2, cfg["n_samples"] // 4)
+        return get_dataset(name, n=n, seed=cfg["seed"], split=split, seq_len=_SEQ_LEN,
+                           input_dim=_SEQ_DIM, num_classes=_NUM_CLASSES[name])
+    return get_dataset(name, root=cfg["data_root"], split=split)
+
+
+def _build_model(cfg: dict[str, Any], X: Tensor) -> nn.Module:
+    from normdyn.validate.models import build_model
+
+    classes = _NUM_CLASSES[cfg["data"]]
+    arch = cfg["arch"]
+    if arch == "resnet":
+        return build_model("resnet", depth=cfg["depth"], shortcuts=cfg["shortcuts"],
+                           affine=cfg["affine"], width=cfg["width"],
+                           width_multiplier=cfg["width_multiplier"], num_classes=classes,
+                           in_channels=int(X.shape[1]))
+    if arch == "mlp":
+        width = max(1, round(cfg["width"] * cfg["width_multiplier"]))
+        return build_model("mlp", depth=cfg["depth"], width=width,
+                           in_features=int(np.prod(X.shape[1:])), num_classes=classes,
+                           norm=cfg["norm"], affine=cfg["affine"])
+    d_model = max(_TRANSFORMER_HEADS,
+                  round(cfg["width"] * cfg["width_multiplier"] / _TRANSFORMER_HEADS)
+                  * _TRANSFORMER_HEADS)
+    return build_model("transformer", input_dim=int(X.shape[2]), d_model=d_model,
+                       n_heads=_TRANSFORMER_HEADS, n_layers=cfg["depth"],
+                       seq_len=int(X.shape[1]), num_classes=classes,
+                       norm_position=cfg["norm_position"], affine=cfg["affine"])
+
+
+def _build_optimizer(cfg: dict[str, Any], model: nn.Module) -> torch.optim.Optimizer:
+    if cfg["optimizer"] == "sgd":
+        return torch.optim.SGD(model.parameters(), lr=cfg["lr"], momentum=cfg["momentum"],
+                               weight_decay=cfg["weight_decay"])
+    return torch.optim.Adam(model.parameters(), lr=cfg["lr"], weight_decay=cfg["weight_decay"])
+
+
+class _Schedule:
+    """The lr of step ``t`` from :func:`normdyn.simulate.schedules.make_schedule`.
+
+    ``critical_warmup`` reads the current per-unit-lr ELRs ``a`` of the tracked layers.
+    """
+
+    def __init__(self, cfg: dict[str, Any]) -> None:
+        from normdyn.simulate.schedules import ScheduleState, make_schedule
+
+        self._state_cls = ScheduleState
+        name, n = cfg["schedule"], cfg["schedule_steps"]
+        kw: dict[str, Any] = {}
+        if name == "linear_warmup":
+            kw = {"n_steps": n}
+        elif name == "exponential_warmup":
+            kw = {"tau": float(n)}
+        elif name == "step_decay":
+            kw = {"milestones": [n]}
+        self.schedule = make_schedule(name, cfg["lr"], **kw)
+        self.needs_norms = bool(self.schedule.state_dependent)
+        self._fixed = None if self.needs_norms else self.schedule.lrs(cfg["steps"])
+
+    def __call__(self, step: int, per_unit_elr: np.ndarray | None = None) -> float:
+        if self._fixed is not None:
+            return float(self._fixed[step])
+        return float(self.schedule.lr(step, self._state_cls(per_unit_elr=per_unit_elr)))
+
+
+# --------------------------------------------------------------------------- drift
+
+
+def drift_gradient(
+    grad: Tensor, weight: Tensor, generator: torch.Generator, *, projected: bool
+) -> Tensor:
+    """A Gaussian random vector with the norm of ``grad``, shaped and typed like it.
+
+    The noise is drawn in float64 on the CPU from ``generator`` (so a seed gives the same
+    vectors on every device) and then moved to ``grad``'s device.  ``projected=True``
+    removes its component along ``weight`` before rescaling, so the result lies in the
+    tangent space of the sphere through ``weight``.
+    """
+    noise = torch.randn(grad.shape, generator=generator, dtype=torch.float64)
+    noise = noise.to(grad.device)
+    if projected:
+        w = weight.detach().to(torch.float64)
+        noise -= (noise * w).sum() / (w * w).sum() * w
+    scale = grad.detach().to(torch.float64).norm() / noise.norm()
+    return (noise * scale).to(grad.dtype)
+
+
+# --------------------------------------------------------------------------- sweep
+
+
+def _layer_param_names(layers: Sequence[Any]) -> list[str]:
+    names = []
+    for layer in layers:
+        if isinstance(layer, str):
+            names.append(layer)
+        elif hasattr(layer, "param_name"):
+            names.append(str(layer.param_name))
+        else:
+            raise ValueError(f"layers must hold parameter names or ScaleInvariantLayer "
+                             f"objects, got {layer!r}")
+    if not names:
+        raise ValueError("layers must name at least one parameter, got none")
+    return names
+
+
+def _gradients(model: nn.Module, batch: tuple[Tensor, Tensor], loss_fn: Callable) -> dict:
+    model.zero_grad(set_to_none=True)
+    x, y = batch
+    loss_fn(model(x), y).backward()
+    return {n: (None if p.grad is None else p.grad.detach().clone())
+            for n, p in model.named_parameters()}
+
+
+def _elrs(model: nn.Module, grads: dict, names: Sequence[str], lr: float) -> np.ndarray:
+    params = dict(model.named_parameters())
+    g = np.array([float(grads[n].double().norm()) for n in names])
+    w = np.array([float(params[n].detach().double().norm()) for n in names])
+    return gradient_elr.raw(lr, g, w)
+
+
+def default_sweep_lrs(critical_lr: float, *, decades: float = 2.0, n: int = 41) -> np.ndarray:
+    """``n`` log-spaced lrs ``decades`` either side of ``critical_lr`` (and it itself)."""
+    return np.geomspace(critical_lr * 10**-decades, critical_lr * 10**decades, n)
+
+
+def one_step_lr_sweep(
+    model: nn.Module,
+    batch: tuple[Tensor, Tensor],
+    loss_fn: Callable[[Tensor, Tensor], Tensor],
+    lrs: Sequence[float] | np.ndarray | None,
+    layers: Sequence[Any],
+) -> pd.DataFrame:
+    """Measured against predicted ELR spread one SGD step after a common initial state.
+
+    From a deep copy of ``model`` (its training/eval mode kept), the gradient ``g0``
+    at the initial weights on ``batch`` gives the per-unit-lr ELRs ``a0 = |g0|/|w0|``
+    of ``layers`` (parameter names or :class:`ScaleInvariantLayer` objects).  For
+    every ``lr`` the copy takes one plain SGD step ``w = w0 - lr*g0`` on *all*
+    parameters, recomputes the gradients at the new weights on the same batch, and
+    ``spread_measured`` is max/min over ``layers`` of ``lr*|g|/|w|``;
+    ``spread_predicted`` is :func:`~normdyn.theory.numeric.one_step_spread` ``(lr, a0)``
+    (the constant-``c`` model).  ``critical_lr_predicted`` (a column, also in
+    ``.attrs``) is :func:`~normdyn.theory.numeric.critical_lr_of` ``(a0)``.
+    ``lrs=None`` sweeps :func:`default_sweep_lrs` around that prediction.
+    Non-finite measured spreads (a step too large) are recorded as NaN.
+    """
+    names = _layer_param_names(layers)
+    work = copy.deepcopy(model)
+    params = dict(work.named_parameters())
+    missing = [n for n in names if n not in params]
+    if missing:
+        raise ValueError(f"layers name parameters the model does not have: {missing}")
+    w0 = {n: p.detach().clone() for n, p in params.items()}
+    buffers0 = {n: b.detach().clone() for n, b in work.named_buffers()}
+    g0 = _gradients(work, batch, loss_fn)
+    if any(g0[n] is None for n in names):
+        raise ValueError("some layers received no gradient from loss_fn")
+    a0 = _elrs(work, g0, names, 1.0)
+    predicted_critical = critical_lr_of(a0)
+    lr_arr = (default_sweep_lrs(predicted_critical) if lrs is None
+              else check_positive("lrs", lrs).reshape(-1))
+    measured = []
+    for lr in lr_arr:
+        with torch.no_grad():
+            for n, p in params.items():
+                p.copy_(w0[n] if g0[n] is None else w0[n] - float(lr) * g0[n])
+            for n, b in work.named_buffers():
+                b.copy_(buffers0[n])
+        with np.errstate(all="ignore"):
+            e = _elrs(work, _gradients(work, batch, loss_fn), names, float(lr))
+            spread = e.max() / e.min() if np.all(np.isfinite(e)) and e.min() > 0 else np.nan
+        measured.append(float(spread))
+    frame = pd.DataFrame({
+        "lr": lr_arr,
+        "spread_measured": measured,
+        "spread_predicted": np.asarray(one_step_spread(lr_arr, a0)).reshape(-1),
+        "critical_lr_predicted": predicted_critical,
+    })
+    frame.attrs["critical_lr_predicted"] = predicted_critical
+    frame.attrs["a0"] = a0.tolist()
+    return frame
+
+
+# --------------------------------------------------------------------------- training
+
+
+class _Interrupted(Exception):
+    """Internal: ``stop_after`` reached (a clean stop at a step boundary)."""
+
+
+def _capture_rng() -> dict[str, Any]:
+    state: dict[str, Any] = {
+        "python": random.getstate(),
+        "numpy": np.random.get_state(),  # noqa: NPY002 - the legacy global RNG is saved too
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _restore_rng(state: dict[str, Any]) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])  # noqa: NPY002
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _atomic_torch_save(obj: Any, path: Path) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _json_roundtrip(obj: Any) -> Any:
+    return json.loads(json.dumps(obj))
+
+
+def _check_out_dir(out_dir: Path, resolved: dict[str, Any]) -> dict[str, Any] | None:
+    """The existing ``config.json`` of the same config, ``None`` for a fresh directory."""
+    config_path = out_dir / CONFIG_FILE
+    if config_path.is_file():
+        try:
+            existing = json.loads(config_path.read_text(encoding="utf-8"))["config"]
+        except (json.JSONDecodeError, KeyError, TypeError) as exc:
+            raise ValueError(f"out_dir {str(out_dir)!r} has an unreadable {CONFIG_FILE}; "
+                             "refusing to overwrite it") from exc
+        wanted = _json_roundtrip(resolved)
+        if existing != wanted:
+            diff = ", ".join(f"{k}: {existing.get(k)!r} -> {wanted.get(k)!r}"
+                             for k in sorted(set(existing) | set(wanted))
+                             if existing.get(k) != wanted.get(k))
+            raise ValueError(f"out_dir {str(out_dir)!r} holds a run with a different config "
+                             f"({diff}); choose another out_dir or delete it")
+        return existing
+    leftovers = [name for name in _OUTPUT_FILES if (out_dir / name).exists()]
+    if leftovers:
+        raise ValueError(f"out_dir {str(out_dir)!r} holds run files {leftovers} but no "
+                         f"{CONFIG_FILE}; refusing to overwrite them")
+    return None
+
+
+def _tracked_names(model: nn.Module) -> list[str] | None:
+    """The scale-invariant weights of ``model`` (detected), ``None`` if there are none."""
+    from normdyn.validate.detection import find_scale_invariant
+
+    layers = find_scale_invariant(model)
+    return [layer.param_name for layer in layers] if layers else None
+
+
+def _fallback_names(model: nn.Module) -> list[str]:
+    """Every matrix/kernel ``*.weight`` except the classifier's (for models, like the
+    Transformers, in which no weight is scale invariant; ``cos_wg`` then shows the defect)."""
+    names = [n for n, p in model.named_parameters()
+             if p.ndim >= 2 and n.endswith(".weight") and not n.startswith("classifier.")]
+    if not names:
+        raise ValueError(f"{type(model).__name__} has neither a scale-invariant layer nor a "
+                         "weight matrix to monitor")
+    return names
+
+
+class _Run:
+    """The state of one run: model, optimizer, monitor, data stream and records."""
+
+    def __init__(self, config: RunConfig, out_dir: Path, table_format: str) -> None:
+        from normdyn.validate.monitor import ELRMonitor
+
+        self.config = config
+        self.cfg = config.resolved()
+        self.out_dir = out_dir
+        self.table_path = out_dir / f"steps.{table_format}"
+        self.device = resolve_device(config.device)
+        seed = self.cfg["seed"]
+        random.seed(seed)
+        np.random.seed(seed % 2**32)  # noqa: NPY002 - third-party code may use it
+        torch.manual_seed(seed)
+        if self.device.type == "cuda":
+            torch.backends.cudnn.benchmark = False
+            torch.backends.cudnn.deterministic = True
+        self.X, self.y = _load_data(self.cfg, "train")
+        if self.cfg["batch_size"] > len(self.X):
+            raise ValueError(f"batch_size must be <= the number of training samples "
+                             f"({len(self.X)}), got {self.cfg['batch_size']}")
+        self.model = _build_model(self.cfg, self.X).to(self.device)
+        self.model.train()
+        self.optimizer = _build_optimizer(self.cfg, self.model)
+        names = _tracked_names(self.model)
+        self.scale_invariant = names is not None
+        if names is None:
+            names = _fallback_names(self.model)
+        self.monitor = ELRMonitor(self.model, self.optimizer, names=names,
+                                  sync_every=self.cfg["sync_every"])
+        self.tracked = list(self.monitor.names)
+        params = dict(self.model.named_parameters())
+        self.tracked_params = [(n, params[n]) for n in self.tracked]
+        self.schedule = _Schedule(self.cfg)
+        self.drift_gen = torch.Generator().manual_seed(_seed_stream(seed, 2))
+        self.batches = self._batch_stream(0)
+        self.step = 0
+        self.metrics: dict[str, list] = {"step": [], "lr": [], "loss": [], "accuracy": []}
+        self._pending: list[tuple[int, float, Tensor, Tensor]] = []
+
+    def _batch_stream(self, skip: int) -> Iterator[tuple[Tensor, Tensor]]:
+        from normdyn.validate.data import make_batches
+
+        stream = make_batches(self.X, self.y, self.cfg["batch_size"],
+                              seed=_seed_stream(self.cfg["seed"], 1))
+        for _ in range(skip):
+            next(stream)
+        return stream
+
+    # ----------------------------------------------------------------- persistence
+
+    def meta(self, status: str, **extra: Any) -> dict[str, Any]:
+        return {
+            "config": self.cfg,
+            "provenance": provenance(),
+            "torch_version": torch.__version__,
+            "torch_threads": torch.get_num_threads(),
+            "device": str(self.device),
+            "device_name": (torch.cuda.get_device_name(self.device)
+                            if self.device.type == "cuda" else "cpu"),
+            "tracked_layers": self.tracked,
+            "tracked_layers_scale_invariant": self.scale_invariant,
+            "status": status,
+            "steps_completed": self.step,
+            **extra,
+        }
+
+    def save_checkpoint(self) -> None:
+        self.flush_metrics()
+        _atomic_torch_save({
+            "config": _json_roundtrip(self.cfg),
+            "step": self.step,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "monitor": self.monitor.state_dict(),
+            "rng": _capture_rng(),
+            "drift_rng": self.drift_gen.get_state(),
+            "metrics": copy.deepcopy(self.metrics),
+        }, self.out_dir / CHECKPOINT_FILE)
+
+    def load_checkpoint(self) -> bool:
+        path = self.out_dir / CHECKPOINT_FILE
+        if not path.is_file():
+            return False
+        # CPU first: RNG states must stay CPU tensors; load_state_dict moves the rest.
+        state = torch.load(path, map_location="cpu", weights_only=False)
+        if state["config"] != _json_roundtrip(self.cfg):
+            raise ValueError(f"{path} was written by a different config; refusing to resume")
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.monitor.load_state_dict(state["monitor"])
+        _restore_rng(state["rng"])
+        self.drift_gen.set_state(state["drift_rng"])
+        self.metrics = state["metrics"]
+        self.step = int(state["step"])
+        self.batches = self._batch_stream(self.step)
+        return True
+
+    def flush_metrics(self) -> None:
+        if not self._pending:
+            return
+        losses = torch.stack([p[2] for p in self._pending]).double().cpu().numpy()
+        accs = torch.stack([p[3] for p in self._pending]).double().cpu().numpy()
+        for (step, lr, _, _), loss, acc in zip(self._pending, losses, accs, strict=True):
+            self.metrics["step"].append(step)
+            self.metrics["lr"].append(lr)
+            self.metrics["loss"].append(float(loss))
+            self.metrics["accuracy"].append(float(acc))
+        self._pending.clear()
+        bad = ~np.isfinite(losses)
+        if bad.any():
+            first = self.metrics["step"][len(self.metrics["step"]) - len(losses)
+                                        + int(np.argmax(bad))]
+            raise NonFiniteError(f"loss is not finite at step {first}")
+
+    def table(self) -> pd.DataFrame:
+        return self.monitor.to_dataframe()
+
+    def write_tables(self) -> pd.DataFrame:
+        table = self.table()
+        atomic_write_frame(self.table_path, table)
+        atomic_write_frame(self.out_dir / METRICS_FILE, pd.DataFrame(self.metrics))
+        return table
+
+    # ----------------------------------------------------------------- one step
+
+    def per_unit_elr(self) -> np.ndarray:
+        g = torch.stack([p.grad.detach().double().norm() for _, p in self.tracked_params])
+        w = torch.stack([p.detach().double().norm() for _, p in self.tracked_params])
+        return gradient_elr.raw(1.0, g.cpu().numpy(), w.cpu().numpy())
+
+    def train_step(self) -> None:
+        x, y = next(self.batches)
+        x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+        self.optimizer.zero_grad(set_to_none=True)
+        logits = self.model(x)
+        loss = F.cross_entropy(logits, y)
+        loss.backward()
+        if self.cfg["drift"]:
+            with torch.no_grad():
+                for _, p in self.tracked_params:
+                    p.grad.copy_(drift_gradient(p.grad, p, self.drift_gen,
+                                                projected=self.cfg["drift_projected"]))
+        a = self.per_unit_elr() if self.schedule.needs_norms else None
+        lr = self.schedule(self.step, a)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        self.monitor.before_step(loss)
+        self.optimizer.step()
+        self.monitor.after_step()
+        with torch.no_grad():
+            acc = (logits.argmax(dim=1) == y).float().mean()
+        self._pending.append((self.step, lr, loss.detach(), acc))
+        self.step += 1
+        if self.step % self.cfg["sync_every"] == 0:
+            self.flush_metrics()
+
+    def sweep(self) -> pd.DataFrame:
+        x, y = next(self._batch_stream(0))
+        batch = (x.to(self.device), y.to(self.device))
+        return one_step_lr_sweep(self.model, batch, F.cross_entropy, None, self.tracked)
+
+    @torch.no_grad()
+    def evaluate(self) -> dict[str, float]:
+        """Loss and accuracy on (at most the first 2048 samples of) the test split."""
+        X, y = _load_data(self.cfg, "test")
+        X, y = X[:_EVAL_MAX], y[:_EVAL_MAX]
+        self.model.eval()
+        try:
+            total_loss, correct = 0.0, 0
+            for start in range(0, len(X), 512):
+                xb = X[start:start + 512].to(self.device)
+                yb = y[start:start + 512].to(self.device)
+                logits = self.model(xb)
+                total_loss += float(F.cross_entropy(logits, yb, reduction="sum"))
+                correct += int((logits.argmax(1) == yb).sum())
+        finally:
+            self.model.train()
+        return {"test_loss": total_loss / len(X), "test_accuracy": correct / len(X),
+                "test_samples": len(X)}
+
+
+def run_training(
+    config: RunConfig,
+    out_dir: str | Path,
+    *,
+    progress: bool = True,
+    table_format: str = "csv",
+    stop_after: int | None = None,
+    callback: Callable[[int], None] | None = None,
+) -> pd.DataFrame:
+    """Train ``config`` into ``out_dir`` (resuming a same-config checkpoint); return the table.
+
+    ``stop_after`` stops cleanly once that many steps in total are done (a checkpoint
+    is written there; the run is marked ``interrupted`` and resumes on the next call).
+    ``callback(step)`` is called after every completed step (``step`` = steps done);
+    an exception it raises (e.g. ``KeyboardInterrupt``, a simulated kill) aborts the
+    run after the tables recorded so far are written, *without* a new checkpoint, so
+    a resume restarts from the last periodic checkpoint.  Returns the monitor's
+    per-step table (see :mod:`normdyn.validate.monitor`).
+    """
+    if not isinstance(config, RunConfig):
+        raise ValueError(f"config must be a RunConfig, got {type(config).__name__}")
+    _choice("table_format", table_format, TABLE_FORMATS)
+    if stop_after is not None:
+        check_int("stop_after", stop_after, minimum=0)
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ValueError(f"out_dir {str(out_dir)!r} exists and is not a directory")
+    resolved = config.resolved()
+    previous = _check_out_dir(out_dir, resolved) if out_dir.is_dir() else None
+    out_dir.mkdir(parents=True, exist_ok=True)
+    run = _Run(config, out_dir, table_format)
+    resumed_from = run.step if previous is not None and run.load_checkpoint() else None
+    started = time.perf_counter()
+    atomic_write_json(out_dir / CONFIG_FILE, run.meta("running", resumed_from=resumed_from))
+
+    from tqdm.auto import tqdm
+
+    total = run.cfg["steps"]
+    bar = tqdm(total=total, initial=run.step, disable=not progress, desc="normdyn validate",
+               unit="step", dynamic_ncols=True, leave=False)
+    try:
+        if run.cfg["sweep_critical_lr"] and run.step == 0:
+            atomic_write_frame(out_dir / SWEEP_FILE, run.sweep())
+        while run.step < total:
+            if stop_after is not None and run.step >= stop_after:
+                raise _Interrupted
+            run.train_step()
+            bar.update(1)
+            if run.step % run.cfg["sync_every"] == 0 and run.metrics["loss"]:
+                bar.set_postfix(loss=f"{run.metrics['loss'][-1]:.4g}", refresh=False)
+            if run.step % run.cfg["checkpoint_every"] == 0 or run.step == total:
+                run.save_checkpoint()
+            if callback is not None:
+                callback(run.step)
+        run.flush_metrics()
+    except _Interrupted:
+        run.save_checkpoint()
+        table = run.write_tables()
+        atomic_write_json(out_dir / CONFIG_FILE, run.meta(
+            "interrupted", resumed_from=resumed_from,
+            wall_seconds=time.perf_counter() - started))
+        return table
+    except NonFiniteError as exc:
+        _write_partial(run, "diverged", resumed_from, error=str(exc))
+        raise NonFiniteError(f"training stopped at step {run.step}: {exc}; everything "
+                             f"recorded until then is in {out_dir}") from exc
+    except BaseException as exc:
+        _write_partial(run, "interrupted", resumed_from, error=repr(exc))
+        raise
+    finally:
+        bar.close()
+    table = run.write_tables()
+    extra = run.evaluate()
+    atomic_write_json(out_dir / CONFIG_FILE, run.meta(
+        "completed", resumed_from=resumed_from, wall_seconds=time.perf_counter() - started,
+        **extra))
+    return table
+
+
+def _write_partial(run: _Run, status: str, resumed_from: int | None, *, error: str) -> None:
+    """Write what was recorded before an abort; never mask the original exception."""
+    try:
+        run.flush_metrics()
+    except NonFiniteError:
+        pass
+    try:
+        run.write_tables()
+    except Exception as exc:  # noqa: BLE001 - the table itself may hold the bad value
+        error = f"{error}; writing the table failed: {exc}"
+    atomic_write_json(run.out_dir / CONFIG_FILE,
+                      run.meta(status, resumed_from=resumed_from, error=error))
