@@ -1,0 +1,314 @@
+r"""Critical-learning-rate warm-up: a warm-up without hyper-parameters (THEORY.md §4).
+
+At every step, from the current gradient and weight norms of the scale-invariant
+layers,
+
+.. math::
+
+    a_\ell = \frac{\lVert\nabla_{w_\ell} L\rVert}{\lVert w_\ell\rVert}, \qquad
+    \eta^*_t = \frac{1}{\sqrt{a_{\max}\, a_{\min}}}, \qquad
+    \eta_t = \min(\eta_{\mathrm{target},t},\ \eta^*_t).
+
+:math:`\eta^*` is the lr at which the one-step ELR spread
+:math:`S(\eta) = \max_\ell F(\eta a_\ell)/\min_\ell F(\eta a_\ell)`, :math:`F(E) = E/(1+E^2)`,
+stops decreasing; both come from :mod:`normdyn.theory.numeric`
+(:func:`~normdyn.theory.numeric.critical_lr_of`, the function the simulator's critical
+schedule calls as well, and :func:`~normdyn.theory.numeric.one_step_spread`).
+The warm-up ends for good at the first step with :math:`\eta^*_t \ge \eta_{\mathrm{target},t}`
+(:attr:`CriticalLRWarmup.finished`); ``guard=True`` keeps capping whenever
+:math:`\eta^*_t < \eta_{\mathrm{target},t}`.
+
+**Several param groups.**  Group :math:`g` has target :math:`T_g`.  The warm-up keeps the
+groups' lr *ratios*: all lrs are multiplied by one common factor,
+
+.. math::
+
+    \eta_{g,t} = T_g \min\Bigl(1, \frac{\eta^*_{\mathrm{ref},t}}{T_{\mathrm{ref}}}\Bigr),
+    \qquad \eta^*_{\mathrm{ref},t} = \frac{1}{\sqrt{b_{\max} b_{\min}}},
+    \qquad b_\ell = \frac{T_{g(\ell)}}{T_{\mathrm{ref}}}\, a_\ell,
+
+where :math:`T_{\mathrm{ref}}` is the largest target among the groups holding tracked
+layers.  The ELR of layer :math:`\ell` is then :math:`\eta_{\mathrm{ref}} b_\ell`, so
+:math:`\eta^*_{\mathrm{ref}}` is exactly the critical lr of the reference group when the
+others follow in proportion.  With one group, or equal targets, :math:`b = a` and the rule
+is :math:`\eta_t = \min(T, \eta^*_t)`.  Groups without tracked layers (biases, a
+classifier head) are scaled by the same factor.
+
+**Call order.**  The warm-up never owns the target lr: it reads each group's current lr as
+the target at every step, lowers it for one ``optimizer.step()`` and puts it back.
+With a torch scheduler (which owns the target schedule) use::
+
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    warmup = CriticalLRWarmup(optimizer, model)          # before the scheduler
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps)
+    for x, y in batches:
+        optimizer.zero_grad()
+        loss_fn(model(x), y).backward()
+        with warmup.dampening():      # warmup.step(): lr_g <- min-rule above
+            optimizer.step()          # uses the dampened lr
+        # on exit, warmup.restore(): lr_g is the scheduler's value again
+        scheduler.step()              # sees and updates only its own lrs
+
+so the lr of iteration ``t`` is ``min(cosine_t, eta*_t)`` (per the rule above) and the
+scheduler's chain of lrs is never altered.  ``with warmup.dampening():`` is exactly
+``warmup.step(); optimizer.step(); warmup.restore()``.  Without a scheduler, a bare
+``warmup.step(); optimizer.step()`` loop also works: the warm-up recognizes its own
+lowered lr in the group and keeps the remembered target (and writes the target back
+at the step it finishes).  Never call ``scheduler.step()`` between ``warmup.step()``
+and ``warmup.restore()``: chainable schedulers (CosineAnnealingLR, StepLR) would build
+on the lowered lr.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from normdyn._checks import check_positive
+from normdyn.optim._params import norms, resolve_tracked
+from normdyn.theory.numeric import critical_lr_of, gradient_elr, one_step_spread
+
+__all__ = ["CriticalLRWarmup"]
+
+_OWNER = "CriticalLRWarmup"
+
+
+def _get_lr(group: dict) -> float:
+    lr = group["lr"]
+    return float(lr.item()) if isinstance(lr, Tensor) else float(lr)
+
+
+def _set_lr(group: dict, value: float) -> None:
+    if isinstance(group["lr"], Tensor):
+        group["lr"].fill_(value)
+    else:
+        group["lr"] = value
+
+
+class CriticalLRWarmup:
+    """Cap each step's lr at the critical lr :math:`\\eta^*_t` of the current ELRs.
+
+    Parameters
+    ----------
+    optimizer:
+        Any torch optimizer (its ``param_groups[g]["lr"]`` are read and written).
+    model:
+        Module whose scale-invariant layers are tracked (found by
+        :func:`normdyn.validate.detection.find_scale_invariant`).
+    target_lr:
+        ``None`` (default): each group's lr is its target, read again at every step, so
+        a torch scheduler can own it.  A positive float, or one per group: written into
+        the groups' lrs now (construct schedulers afterwards).
+    params:
+        Explicit tensors to track instead of detection (tensors, ``(name, tensor)``
+        pairs or a ``name -> tensor`` mapping).
+    guard:
+        Keep capping at :math:`\\eta^*_t` whenever it is below the target, after the
+        warm-up has finished.
+    example_input:
+        Passed to the detection when ``model`` needs a forward pass to be analysed.
+
+    Attributes
+    ----------
+    finished:
+        ``True`` from the first step with :math:`\\eta^*_t \\ge` target.
+    last_critical_lr:
+        :math:`\\eta^*` of the last measured step (of the reference group, see the
+        module docstring); ``inf`` when every tracked gradient was zero.
+    last_critical_lrs:
+        Per group, :math:`\\eta^*_{\\mathrm{ref}} T_g/T_{\\mathrm{ref}}`.
+    last_spread:
+        Current ELR spread :math:`\\max_\\ell E_\\ell/\\min_\\ell E_\\ell` with
+        :math:`E_\\ell = \\eta_{g(\\ell)} a_\\ell` at the lrs just set.
+    last_predicted_spread:
+        Spread after the step in the norm model, :math:`\\max F(E)/\\min F(E)`.
+    last_lrs:
+        The lrs set for the coming ``optimizer.step()``, one per group.
+
+    Diagnostics are those of the last step that measured the norms: after the warm-up
+    has finished (and ``guard=False``) :meth:`step` does no work.  Layers with an exactly
+    zero gradient carry no ELR and are left out of :math:`\\eta^*` and the spreads.
+    """
+
+    def __init__(
+        self,
+        optimizer: torch.optim.Optimizer,
+        model: nn.Module | None = None,
+        target_lr: float | Sequence[float] | None = None,
+        *,
+        params: Iterable[Tensor] | Mapping[str, Tensor] | None = None,
+        guard: bool = False,
+        example_input: Any = None,
+    ) -> None:
+        groups = getattr(optimizer, "param_groups", None)
+        if target_lr is not None:
+            targets = check_positive("target_lr", target_lr).reshape(-1)
+            if targets.size == 1:
+                targets = np.repeat(targets, len(groups or ()))
+            if groups is not None and targets.size != len(groups):
+                raise ValueError(
+                    f"target_lr must be one float or one per param group "
+                    f"({len(groups)}), got {targets.size} values"
+                )
+        self.optimizer = optimizer
+        self._tracked = resolve_tracked(
+            optimizer, model, params, owner=_OWNER, example_input=example_input
+        )
+        if target_lr is not None:
+            for group, value in zip(optimizer.param_groups, targets, strict=True):
+                _set_lr(group, float(value))
+        self.guard = bool(guard)
+        n = len(optimizer.param_groups)
+        self._targets = [self._check_target(g, _get_lr(group))
+                         for g, group in enumerate(optimizer.param_groups)]
+        self._written: list[float | None] = [None] * n
+        self.finished = False
+        self.step_count = 0
+        self.last_critical_lr: float | None = None
+        self.last_critical_lrs: list[float] | None = None
+        self.last_spread: float | None = None
+        self.last_predicted_spread: float | None = None
+        self.last_lrs: list[float] = list(self._targets)
+
+    # ------------------------------------------------------------------ public
+
+    @property
+    def tracked_names(self) -> tuple[str, ...]:
+        """Names of the tracked weight tensors."""
+        return self._tracked.names
+
+    @property
+    def targets(self) -> list[float]:
+        """The target lr of each group used by the last :meth:`step`."""
+        return list(self._targets)
+
+    def step(self) -> list[float]:
+        """Set each group's lr for the coming ``optimizer.step()``; returns :attr:`last_lrs`.
+
+        Call after ``loss.backward()`` and before ``optimizer.step()``.
+        """
+        targets = self._read_targets()
+        self.step_count += 1
+        if self.finished and not self.guard:
+            self._written = [None] * len(targets)
+            self.last_lrs = list(targets)
+            return list(self.last_lrs)
+        grad_norms, weight_norms = norms(self._tracked, _OWNER)
+        a = gradient_elr.raw(1.0, grad_norms, weight_norms)  # per-unit-lr ELR
+        layer_targets = np.array([targets[g] for g in self._tracked.groups])
+        moving = a > 0
+        if not moving.any():
+            lrs, critical = list(targets), float("inf")
+            self.last_critical_lrs = [float("inf")] * len(targets)
+            self.last_spread = self.last_predicted_spread = float("nan")
+        else:
+            t_ref = float(layer_targets.max())
+            critical = critical_lr_of((layer_targets / t_ref)[moving] * a[moving])
+            if critical >= t_ref:
+                self.finished = True
+            critical_lrs = [critical * (t / t_ref) for t in targets]
+            lrs = [min(t, c) for t, c in zip(targets, critical_lrs, strict=True)]
+            elr = np.array([lrs[g] for g in self._tracked.groups])[moving] * a[moving]
+            self.last_critical_lrs = critical_lrs
+            self.last_spread = float(elr.max() / elr.min())
+            self.last_predicted_spread = float(one_step_spread(1.0, elr))
+        for group, lr in zip(self.optimizer.param_groups, lrs, strict=True):
+            _set_lr(group, lr)
+        # read back: a tensor lr stores the value rounded to its dtype
+        self._written = [_get_lr(group) for group in self.optimizer.param_groups]
+        self.last_critical_lr = critical
+        self.last_lrs = list(lrs)
+        return list(lrs)
+
+    def restore(self) -> None:
+        """Put back each group's target lr where the last :meth:`step` lowered it."""
+        for g, group in enumerate(self.optimizer.param_groups):
+            if self._written[g] is not None and _get_lr(group) == self._written[g]:
+                _set_lr(group, self._targets[g])
+        self._written = [None] * len(self.optimizer.param_groups)
+
+    @contextmanager
+    def dampening(self) -> Iterator[CriticalLRWarmup]:
+        """``with warmup.dampening(): optimizer.step()`` = :meth:`step`, body, :meth:`restore`."""
+        self.step()
+        try:
+            yield self
+        finally:
+            self.restore()
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to continue the warm-up (not the optimizer or the model)."""
+        return {
+            "tracked": list(self._tracked.names),
+            "targets": list(self._targets),
+            "written": list(self._written),
+            "finished": self.finished,
+            "guard": self.guard,
+            "step_count": self.step_count,
+            "last_critical_lr": self.last_critical_lr,
+            "last_critical_lrs": self.last_critical_lrs,
+            "last_spread": self.last_spread,
+            "last_predicted_spread": self.last_predicted_spread,
+            "last_lrs": list(self.last_lrs),
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Load :meth:`state_dict` output; the tracked names and group count must match."""
+        if list(state["tracked"]) != list(self._tracked.names):
+            raise ValueError(
+                "state_dict tracks different parameters: "
+                f"{list(state['tracked'])} != {list(self._tracked.names)}"
+            )
+        if len(state["targets"]) != len(self.optimizer.param_groups):
+            raise ValueError(
+                f"state_dict has {len(state['targets'])} param groups, the optimizer has "
+                f"{len(self.optimizer.param_groups)}"
+            )
+        self._targets = [float(t) for t in state["targets"]]
+        self._written = [None if w is None else float(w) for w in state["written"]]
+        self.finished = bool(state["finished"])
+        self.guard = bool(state["guard"])
+        self.step_count = int(state["step_count"])
+        self.last_critical_lr = state["last_critical_lr"]
+        self.last_critical_lrs = state["last_critical_lrs"]
+        self.last_spread = state["last_spread"]
+        self.last_predicted_spread = state["last_predicted_spread"]
+        self.last_lrs = list(state["last_lrs"])
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(tracked={len(self._tracked)} tensors, "
+            f"step_count={self.step_count}, finished={self.finished}, guard={self.guard})"
+        )
+
+    # ------------------------------------------------------------------ internals
+
+    @staticmethod
+    def _check_target(g: int, lr: float) -> float:
+        if not np.isfinite(lr) or lr <= 0:
+            raise ValueError(
+                f"target_lr must be positive: param group {g} has lr {lr!r} and no "
+                "positive target_lr was given"
+            )
+        return lr
+
+    def _read_targets(self) -> list[float]:
+        if len(self.optimizer.param_groups) != len(self._targets):
+            raise RuntimeError(
+                f"{_OWNER}: the optimizer now has {len(self.optimizer.param_groups)} param "
+                f"groups, it had {len(self._targets)}; build a new warm-up after "
+                "add_param_group()"
+            )
+        targets = []
+        for g, group in enumerate(self.optimizer.param_groups):
+            lr = _get_lr(group)
+            # Our own lowered lr still in place (bare step() loop): keep the target.
+            own = self._written[g] is not None and lr == self._written[g]
+            targets.append(self._targets[g] if own else self._check_target(g, lr))
+        self._targets = targets
+        return targets
