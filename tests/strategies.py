@@ -59,3 +59,63 @@ momenta = st.floats(0.0, 0.99, allow_nan=False)
 
 #: Coupled weight decay, 1e-6 .. 1e-1, log-uniform.
 weight_decays = _log_uniform(-6, -1)
+
+
+# --- theory property tests (tests/theory) --------------------------------------------
+
+#: Squared weight norms sigma2, 1e-6 .. 1e6, log-uniform (a layer's |w|^2 at any init scale).
+squared_norms = _log_uniform(-6, 6)
+
+#: Base gradients c = |grad||w|, 1e-6 .. 1e6, log-uniform.
+base_gradients = _log_uniform(-6, 6)
+
+#: u = E^-2 values, 1e-6 .. 1e16 (ELRs 1e3 .. 1e-8), log-uniform.
+u_values = _log_uniform(-6, 16)
+
+#: Learning-rate schedules as per-step gains in (0, 2] (the at-most-one-flip regime), 1..60 steps.
+gain_schedules = st.lists(lr_growth_factors, min_size=1, max_size=60)
+
+#: Products eta*lam in [1e-3, 0.5]: weight decay strong enough to equilibrate within ~1e4
+#: steps, and far from eta*lam = 1 where the equilibrium is only marginally attracting.
+decay_products = st.floats(1e-3, 0.5, allow_nan=False)
+
+#: Positive rescalings alpha of a weight tensor, 1e-50 .. 1e50 (squares stay normal floats).
+scale_factors = _log_uniform(-50, 50)
+
+
+# --- drift simulator property tests (tests/simulate/test_drift.py) ---------------------
+
+#: Element counts of 1..4 layers, 2..40 elements each (projected gradients need >= 2),
+#: small enough that a Hypothesis example runs in milliseconds.
+drift_elements = st.lists(st.integers(2, 40), min_size=1, max_size=4)
+
+#: Short drift runs, 1..25 steps.
+drift_steps = st.integers(min_value=1, max_value=25)
+
+#: Coupled weight decay for the drift optimizer: exactly 0 or 1e-6 .. 1e-1 (log-uniform).
+drift_weight_decays = st.one_of(st.just(0.0), _log_uniform(-6, -1))
+
+
+# --- norm-level simulators (tests/simulate) -------------------------------------------
+
+#: Initial per-layer ELR states of 2 .. 12 layers, each ELR 1e-3 .. 1e3 (log-uniform): wide
+#: enough for flips (products > 1) and large spreads, small enough for plain-Python oracles.
+sim_elr_states = st.lists(moderate_elrs, min_size=2, max_size=12)
+
+#: Small lr sweeps: 1 .. 4 base lrs, 1e-2 .. 1e1 (log-uniform), possibly repeated.
+sim_lr_sweeps = st.lists(_log_uniform(-2, 1), min_size=1, max_size=4)
+
+#: Short simulation lengths, 0 .. 40 steps (plain-Python oracles stay fast).
+sim_steps = st.integers(min_value=0, max_value=40)
+
+#: Schedule specs (name, keyword arguments) for normdyn.simulate.schedules.make_schedule,
+#: covering every schedule with its parameters in their useful ranges (gamma <= 1).
+sim_schedule_specs = st.one_of(
+    st.just(("constant", {})),
+    st.just(("critical_warmup", {})),
+    st.integers(1, 30).map(lambda n: ("linear_warmup", {"n_steps": n})),
+    _log_uniform(0, 3).map(lambda tau: ("exponential_warmup", {"tau": tau})),
+    st.tuples(st.lists(st.integers(0, 40), min_size=1, max_size=3, unique=True),
+              st.floats(0.05, 1.0)).map(
+        lambda p: ("step_decay", {"milestones": sorted(p[0]), "gamma": p[1]})),
+)

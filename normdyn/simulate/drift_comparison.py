@@ -12,13 +12,12 @@ model leaves out:
   :math:`\lVert v\rVert^2 = \lVert g\rVert^2/(1-\beta^2)`; the drift spreads the displacement
   over the following steps, starts from an empty buffer, and its velocity norm fluctuates
   with the random cross terms :math:`\langle g_s, g_{s'}\rangle \sim \lVert g\rVert^2/\sqrt{e}`;
-* **the radial weight-decay part of the update** -- ``momentum_update_elr`` is the
-  gradient part only (the fallback :func:`norm_level_model` uses it as is), while the drift's
-  step also contains :math:`\eta\lambda w/(1-\beta)`.  The discrete simulator adds that
-  part orthogonally, which is exact at :math:`\beta=0` but *over*-counts it with momentum:
-  at equilibrium the radial parts of the accumulated past gradients cancel the decay part,
-  so the measured step is nearly tangential (measured at :math:`\eta=0.1, \lambda=5\cdot
-  10^{-3}, \beta=0.9`: drift 0.02294, discrete model 0.02345, gradient part alone 0.02291).
+* **the radial part of the update** -- the model fixes it by Pythagoras from its norm ratio
+  (``update_elr_geometric``).  At equilibrium the radial parts of the accumulated past
+  gradients cancel the decay term, so the measured step is nearly tangential.  An earlier
+  version added the decay part :math:`\eta\lambda/(1-\beta)` orthogonally and overstated
+  the update ELR (measured at :math:`\eta=0.1, \lambda=5\cdot10^{-3}, \beta=0.9`: drift
+  0.02294, that version 0.02345, the geometric model 0.02291).
 
 :func:`compare_drift_discrete` returns the relative errors per step over a grid of
 :math:`\beta`, :math:`e_\ell`, projection and weight decay; :func:`summarize_comparison`
@@ -42,6 +41,7 @@ import pandas as pd
 from scipy.optimize import brentq
 
 from normdyn._checks import check_in_range, check_int, check_nonnegative, check_positive
+from normdyn.simulate.discrete import update_elr as model_update_elr
 from normdyn.simulate.drift import _elements, _per_layer, _seeds, simulate_drift
 from normdyn.theory.numeric import (
     elr,
@@ -49,7 +49,6 @@ from normdyn.theory.numeric import (
     momentum_equilibrium_update_elr_leading,
     momentum_norm_step,
     momentum_u_growth,
-    momentum_update_elr,
     norm_step,
     weight_decay_equilibrium_elr,
     weight_decay_equilibrium_update_elr,
@@ -81,8 +80,8 @@ def norm_level_model(sigma2_0: Any, c: Any, lr: float, steps: int, *, momentum: 
 
     :math:`\sigma^2_{t+1}` = ``norm_step.raw(sigma2, lr, c)`` for plain SGD and
     ``momentum_norm_step.raw(sigma2, lr, c, weight_decay, momentum)`` otherwise; the update
-    ELR is ``momentum_update_elr.raw(elr.raw(lr, c, sigma2), momentum)`` (the stationary
-    velocity of the gradients; the weight-decay part of the step is not in it).  Rows
+    ELR is the discrete model's :func:`normdyn.simulate.discrete.update_elr` (stationary
+    velocity plus the radial part implied by the norm ratio).  Rows
     ``step = 0..steps`` (``steps + 1`` states) for each layer of ``sigma2_0``/``c``
     (scalars or ``(L,)``); ``update_elr`` of the last row is that of a step not taken.
     """
@@ -99,7 +98,7 @@ def norm_level_model(sigma2_0: Any, c: Any, lr: float, steps: int, *, momentum: 
     for t in range(steps):
         sig[t + 1] = (norm_step.raw(sig[t], eta, cc) if plain
                       else momentum_norm_step.raw(sig[t], eta, cc, lam, beta))
-    upd = momentum_update_elr.raw(elr.raw(eta, cc, sig), beta)
+    upd = model_update_elr(elr.raw(eta, cc, sig), eta, beta, lam)
     n_layers = s0.size
     return pd.DataFrame({
         "step": np.repeat(np.arange(steps + 1), n_layers),

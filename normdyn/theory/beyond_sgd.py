@@ -44,6 +44,7 @@ __all__ = [
     "momentum_u_growth",
     "momentum_equilibrium_update_elr",
     "momentum_equilibrium_update_elr_leading",
+    "geometric_update_elr",
     "adam_sigma2",
     "adam_update_elr_ratio_sq",
 ]
@@ -126,15 +127,42 @@ def momentum_u_growth() -> sp.Expr:
     return sp.simplify(du_dt)
 
 
+norm_ratio = sp.Symbol("norm_ratio", positive=True)  # s = sigma2_{t+1} / sigma2_t
+E_tan = sp.Symbol("E_tan", nonnegative=True)  # tangential part of the update, over |w|
+
+
+@functools.cache
+def geometric_update_elr() -> sp.Expr:
+    r"""Update ELR from the norm ratio :math:`s` and the tangential update ELR.
+
+    Write :math:`\Delta w = r\,w + \tau` with :math:`\tau \perp w`, :math:`\lVert\tau\rVert =
+    E_{tan}\lVert w\rVert`.  Pythagoras gives :math:`(1+r)^2 + E_{tan}^2 = s`; the root with
+    :math:`1 + r > 0` (the weights do not flip sign) fixes the radial part, and
+    :math:`\lVert\Delta w\rVert/\lVert w\rVert = \sqrt{r^2 + E_{tan}^2}`.  Any model that
+    predicts :math:`s` and :math:`E_{tan}` thereby predicts the whole update, radial part included.
+    """
+    r = sp.Symbol("r", real=True)
+    roots = sp.solve(sp.Eq((1 + r) ** 2 + E_tan**2, norm_ratio), r)
+    radial = [x for x in roots if sp.simplify((1 + x).subs({norm_ratio: 2, E_tan: 0})) > 0]
+    if len(radial) != 1:
+        raise ArithmeticError(f"expected one root with 1 + r > 0, got {roots}")
+    return sp.sqrt(radial[0] ** 2 + E_tan**2)
+
+
 @functools.cache
 def momentum_equilibrium_update_elr() -> sp.Expr:
-    r"""Equilibrium update ELR of the momentum model with weight decay (exact in the model)."""
+    r"""Equilibrium update ELR of the momentum model with weight decay (exact in the model).
+
+    At equilibrium :math:`s = 1`; the tangential part is the stationary velocity's
+    :func:`momentum_update_elr` of the equilibrium gradient ELR.
+    """
     roots = sp.solve(sp.Eq(momentum_norm_recurrence(), sigma2), sigma2)
     sig_star = _unique_positive(
         roots, {eta: sp.Rational(1, 10), lam: sp.Rational(1, 10), c: 1, beta: sp.Rational(1, 2)}
     )
-    e_u = momentum_update_elr().subs(sp.Symbol("E", positive=True), elr_definition())
-    return sp.simplify(e_u.subs(sigma2, sig_star))
+    e_tan = momentum_update_elr().subs(sp.Symbol("E", positive=True), elr_definition())
+    e_tan = sp.simplify(e_tan.subs(sigma2, sig_star))
+    return geometric_update_elr().subs({norm_ratio: 1, E_tan: e_tan})
 
 
 @functools.cache
@@ -185,7 +213,8 @@ def _check_weight_decay() -> Evidence:
     "momentum_equilibrium",
     "Heavy-ball momentum beta, uncorrelated gradients: |v|^2 = |g|^2/(1-beta^2), sigma2 grows "
     "like SGD at lr eta/(1-beta), u = E_update^-2 grows by 2(1+beta)/(1-beta) per step, and "
-    "with weight decay the update ELR equilibrates at sqrt(2 eta lam/(1+beta)) to leading order.",
+    "with weight decay the update ELR equilibrates at sqrt(2 eta lam/(1+beta)) to leading order "
+    "(and at exactly sqrt(2 eta lam) without momentum).",
     SECTION,
 )
 def _check_momentum() -> Evidence:
@@ -197,7 +226,13 @@ def _check_momentum() -> Evidence:
     growth_ok = sp.simplify(growth - 2 * (1 + beta) / (1 - beta)) == 0
     lead_ok = sp.simplify(lead**2 - 2 * eta * lam / (1 + beta)) == 0
     vel_ok = sp.simplify(vel * (1 - beta**2)) == 1 and sp.simplify(disp * (1 - beta)) == 1
-    passed = reduces and growth_ok and lead_ok and vel_ok
+    # Consistency: without momentum the model's equilibrium is the weight-decay one exactly.
+    x = sp.Symbol("x", positive=True)
+    no_momentum = (momentum_equilibrium_update_elr().subs(beta, 0) ** 2
+                   - weight_decay_equilibrium_update_elr() ** 2)
+    # The model needs eta*lam < 1 (1 + r > 0): write eta*lam = x/(1+x), x > 0.
+    consistent = sp.simplify(no_momentum.subs(lam, x / ((1 + x) * eta))) == 0
+    passed = reduces and growth_ok and lead_ok and vel_ok and consistent
     return Evidence(
         passed,
         r"\Delta u = " + tex(growth) + r",\quad E_u^* \approx " + tex(lead),

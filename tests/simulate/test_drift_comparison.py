@@ -21,6 +21,7 @@ from normdyn.simulate.drift_comparison import (
     norm_level_model,
     summarize_comparison,
 )
+from tests.simulate._oracles import geometric_update_elr
 
 # Plain projected SGD is exact in the model: only rounding separates the two routes,
 # a few eps per step over 1000 steps (measured <= 2e-15).
@@ -46,9 +47,11 @@ def test_norm_level_model_matches_hand_recurrence(beta, lam):
     assert frame["step"].tolist() == list(range(301))
     np.testing.assert_allclose(frame["sigma2"], _hand_model(1.5, 0.7, 0.2, 300, beta, lam),
                                rtol=1e-12)
-    # Update ELR = E / sqrt(1 - beta^2), E = eta c / sigma2 (THEORY §5, stationary velocity).
+    # Update ELR: stationary-velocity tangential part plus the radial part fixed by the
+    # model's norm ratio (hand-written oracle in tests/simulate/_oracles.py).
     e = 0.2 * 0.7 / frame["sigma2"]
-    np.testing.assert_allclose(frame["update_elr"], e / np.sqrt(1 - beta**2), rtol=1e-12)
+    want = [geometric_update_elr(ei, 0.2, lam, beta) for ei in e]
+    np.testing.assert_allclose(frame["update_elr"], want, rtol=1e-12)
 
 
 @pytest.mark.parametrize(("beta", "lam"), [(0.0, 0.0), (0.5, 0.0), (0.9, 5e-3)])
@@ -59,8 +62,7 @@ def test_norm_level_model_matches_discrete_simulator(beta, lam):
                                         weight_decay=lam, engine="numpy")
     assert theirs["step"].tolist() == ours["step"].tolist()
     np.testing.assert_allclose(ours["sigma2"], theirs["sigma2"], rtol=1e-13)
-    if lam == 0:
-        np.testing.assert_allclose(ours["update_elr"], theirs["update_elr"], rtol=1e-13)
+    np.testing.assert_allclose(ours["update_elr"], theirs["update_elr"], rtol=1e-13)
 
 
 # ----------------------------------------------------------------------------- comparison
@@ -168,9 +170,8 @@ def test_equilibrium_plain_sgd_is_sqrt_2_eta_lam():
     assert row["measured"] == pytest.approx(np.sqrt(2 * 0.1 * 5e-3), rel=1e-9)
     assert row["wd_update_elr"] == pytest.approx(row["measured"], rel=1e-9)
     assert row["sigma2_ratio"] == pytest.approx(1.0, rel=1e-9)
-    # momentum_equilibrium_update_elr counts the gradient part only: E* = sqrt(x(2-x)).
-    x = 0.1 * 5e-3
-    assert row["model_exact"] == pytest.approx(np.sqrt(x * (2 - x)), rel=1e-12)
+    # Without momentum the model's equilibrium is the weight-decay one, radial part included.
+    assert row["model_exact"] == pytest.approx(np.sqrt(2 * 0.1 * 5e-3), rel=1e-12)
 
 
 def test_equilibrium_momentum_close_to_model():

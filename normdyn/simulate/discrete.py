@@ -1,0 +1,728 @@
+r"""The discrete norm-level model, vectorized over an lr sweep, the layers and seeds.
+
+Every layer :math:`\ell` of every run carries its squared weight norm, advanced by one
+SGD step of THEORY §2,
+
+.. math::
+
+    \sigma^2_{t+1} = \sigma^2_t + \frac{\eta_t^2 c_t^2}{\sigma^2_t}
+    \qquad\text{(generated ``norm_step``)},
+
+or, with heavy-ball momentum :math:`\beta` and coupled weight decay :math:`\lambda`, by the
+first-order model of THEORY §5 (generated ``momentum_norm_step``, which reduces to
+``norm_step`` at :math:`\lambda=\beta=0`).  The gradient ELR of step *t* is
+:math:`E_t = \eta_t c_t/\sigma^2_t` (generated ``elr``); at constant :math:`\eta, c` it
+obeys :math:`E_{t+1} = E_t/(1+E_t^2)`.
+
+The *update* ELR :math:`\lVert\Delta w\rVert/\lVert w\rVert` is ``elr`` for plain SGD. With
+momentum or weight decay its tangential part is ``momentum_update_elr(E, beta)`` (the
+stationary velocity, :math:`E/\sqrt{1-\beta^2}`), and its radial part follows from the
+model's norm ratio :math:`s = \sigma^2_{t+1}/\sigma^2_t` by Pythagoras
+(``update_elr_geometric(s, E_tan)``, derived in :mod:`normdyn.theory.beyond_sgd`):
+
+.. math::
+
+    (1 + r)^2 + E_{tan}^2 = s, \qquad E_u = \sqrt{r^2 + E_{tan}^2} .
+
+At :math:`\beta = 0` this is exact (:math:`r = -\eta\lambda`, equilibrium
+:math:`\sqrt{2\eta\lambda}`); with momentum at equilibrium :math:`s = 1` and the radial
+part is second order, as the drift simulator measures (an earlier version added the
+decay part :math:`\eta\lambda/(1-\beta)` orthogonally and overstated the equilibrium
+update ELR by 2.4 % at :math:`\beta = 0.9`).  This is an expectation-level
+approximation, like the model.
+
+Engines: ``"numba"`` (a fused kernel compiled from the generated ``.scalar`` functions;
+rows are kept sorted by ELR, so quantiles are O(1) reads and an insertion sort counts the
+flips in O(L) per step; each run advances through a block of steps while its state is in
+cache; threads over runs above :data:`PARALLEL_WORK` layer-steps) and ``"numpy"`` (the
+reference; the same generated functions through ``.raw``).  ``"auto"`` picks numba when
+it is installed.  Both engines give bit-identical results.
+
+A *flip* between steps :math:`t-1` and :math:`t` is a pair with
+:math:`(E_{\ell,t-1} - E_{k,t-1})(E_{\ell,t} - E_{k,t}) < 0`, where a pair whose ELRs agree
+to a relative :data:`FLIP_RTOL` counts as tied: the critical-lr step makes the extreme
+layers exactly equal, and rounding noise must not count as flips afterwards.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm
+
+from normdyn._checks import (
+    NonFiniteError,
+    check_in_range,
+    check_int,
+    check_nonnegative,
+    check_positive,
+)
+from normdyn.simulate.initial import from_elr
+from normdyn.simulate.schedules import (
+    CriticalWarmup,
+    ScheduleLike,
+    ScheduleState,
+    make_schedule,
+)
+from normdyn.theory.numeric import (
+    critical_lr,
+    elr,
+    momentum_norm_step,
+    momentum_update_elr,
+    norm_step,
+    update_elr_geometric,
+)
+
+__all__ = [
+    "COLUMNS",
+    "QUANTILES",
+    "QUANTILE_NAMES",
+    "TrajectorySummary",
+    "simulate_discrete",
+    "from_elr",
+    "update_elr",
+    "count_flips",
+    "FLIP_RTOL",
+    "numba_available",
+]
+
+#: Columns of the tidy frames of every simulator, in order.
+COLUMNS: tuple[str, ...] = (
+    "step", "layer", "lr", "lr_t", "seed", "sigma2", "c", "elr", "update_elr", "spread",
+)
+#: Quantile levels of the per-step ELR summaries and their names.
+QUANTILES: tuple[float, ...] = (0.0, 0.1, 0.5, 0.9, 1.0)
+QUANTILE_NAMES: tuple[str, ...] = ("min", "q10", "median", "q90", "max")
+#: Relative ELR difference below which a pair counts as tied when counting flips; far above
+#: the rounding noise of 1e6 steps (~1e-10), far below any difference that matters.
+FLIP_RTOL = 1e-9
+
+Record = Literal["all", "summary"] | int
+
+
+#: Layer-steps above which the numba engine uses its multi-threaded kernel (which takes a
+#: few seconds longer to compile than the serial one).
+PARALLEL_WORK = 10**9
+
+
+def _threads() -> int:
+    import numba
+
+    return int(numba.get_num_threads())
+
+
+def numba_available() -> bool:
+    """Whether the fused numba kernel can be used (``pip install normdyn[fast]``)."""
+    return _numba_kernel() is not None
+
+
+# ----------------------------------------------------------------------------- inputs
+
+
+class _Inputs:
+    """Validated inputs: ``sigma2_0 (S, L)``, ``c (S, T, L)``, lrs ``(N,)``, seed labels."""
+
+    def __init__(self, sigma2_0: Any, c: Any, lr: Any, steps: int, seeds: Any) -> None:
+        self.steps = check_int("steps", steps, minimum=0)
+        lr_arr = check_positive("lr", lr)
+        if lr_arr.ndim > 1:
+            raise ValueError(f"lr must be a scalar or a 1-D sweep of lrs, got shape {lr_arr.shape}")
+        self.lr = np.atleast_1d(lr_arr)
+        if self.lr.size == 0:
+            raise ValueError("lr must contain at least one learning rate, got an empty array")
+        c_arr = check_positive("c", c)
+        s_arr = check_positive("sigma2_0", sigma2_0)
+        if c_arr.ndim > 3:
+            raise ValueError(f"c must have shape (L,), (T, L) or (S, T, L), got {c_arr.shape}")
+        n_layers = c_arr.shape[-1] if c_arr.ndim else (s_arr.shape[-1] if s_arr.ndim else 1)
+        if n_layers == 0:
+            raise ValueError("c must contain at least one layer, got an empty array")
+        c3 = np.broadcast_to(c_arr, (n_layers,)) if c_arr.ndim == 0 else c_arr
+        c3 = c3.reshape((1,) * (3 - c3.ndim) + c3.shape)
+        if c_arr.ndim >= 2 and c3.shape[1] < max(self.steps, 1):
+            raise ValueError(f"c: a replayed series needs at least steps = {self.steps} rows "
+                             f"(axis -2), got {c3.shape[1]}")
+        if s_arr.ndim == 0:
+            s_arr = np.full(n_layers, float(s_arr))
+        if s_arr.ndim > 2 or s_arr.shape[-1] != n_layers:
+            raise ValueError(f"sigma2_0 must have shape ({n_layers},) like c, got {s_arr.shape}")
+        n_seeds = max(c3.shape[0], s_arr.shape[0] if s_arr.ndim == 2 else 1)
+        if c3.shape[0] not in (1, n_seeds) or (s_arr.ndim == 2 and s_arr.shape[0] not in (1, n_seeds)):
+            raise ValueError(f"sigma2_0 {s_arr.shape} and c {c_arr.shape} disagree on the seed axis")
+        self.c = np.array(np.broadcast_to(c3, (n_seeds,) + c3.shape[1:]))  # writable copies
+        self.sigma2_0 = np.array(np.broadcast_to(s_arr.reshape(-1, n_layers), (n_seeds, n_layers)))
+        if seeds is None:
+            labels = list(range(n_seeds))
+        else:
+            labels = [seeds] if np.ndim(seeds) == 0 else list(seeds)
+            labels = [check_int("seeds", int(s) if isinstance(s, np.integer) else s)
+                      for s in labels]
+            if len(labels) != n_seeds:
+                raise ValueError(f"seeds must label the {n_seeds} seed(s) of c, got {len(labels)}")
+        self.seeds = np.asarray(labels, dtype=np.int64)
+        self.S, self.N, self.L = n_seeds, self.lr.size, n_layers
+        self.R = self.S * self.N
+
+    def c_at(self, t: int) -> np.ndarray:
+        """``(S, L)`` base gradients of step ``t`` (the last row for ``t >= T``)."""
+        return self.c[:, min(t, self.c.shape[1] - 1), :]
+
+
+def _schedule(schedule: Any, lr: np.ndarray) -> ScheduleLike:
+    if isinstance(schedule, str):
+        return make_schedule(schedule, lr)
+    if not callable(getattr(schedule, "lr", None)):
+        raise ValueError(f"schedule must be a name or an object with lr(step, state), "
+                         f"got {schedule!r}")
+    return schedule
+
+
+def _lr_rows(sched: ScheduleLike, t: int, state: ScheduleState | None, shape: tuple) -> np.ndarray:
+    out = np.asarray(sched.lr(t, state), dtype=np.float64)
+    try:
+        out = np.broadcast_to(out, shape)
+    except ValueError as exc:
+        raise ValueError(f"schedule: lr of shape {out.shape} does not fit {shape} runs") from exc
+    if not np.all(out > 0) or not np.all(np.isfinite(out)):
+        raise ValueError(f"lr must be positive, got a scheduled lr of {out.min()!r} at step {t}")
+    return out
+
+
+# ----------------------------------------------------------------------------- summaries
+
+
+def update_elr(e: Any, lr_t: Any, momentum: float, weight_decay: float) -> np.ndarray:
+    r"""Update ELR :math:`\lVert\Delta w\rVert/\lVert w\rVert` from the gradient ELR ``e``.
+
+    The tangential part is ``momentum_update_elr(e, beta)`` (exactly ``e`` at
+    :math:`\beta=0`); the radial part follows from the model's norm ratio
+    :math:`s = \sigma^2_{t+1}/\sigma^2_t` (``momentum_norm_step``) by Pythagoras,
+    ``update_elr_geometric(s, E_tan)``.  Exact for plain SGD with weight decay; with
+    momentum it inherits the first-order model (see ``benchmarks/drift_vs_discrete.py``).
+    Raises ``ValueError`` unless :math:`\eta_t\lambda/(1-\beta) < 1`.
+    """
+    e_arr = np.asarray(e, dtype=np.float64)
+    tangential = momentum_update_elr.raw(e_arr, momentum)
+    if weight_decay == 0.0 and momentum == 0.0:
+        return np.array(tangential, dtype=np.float64)
+    lr_arr = np.asarray(lr_t, dtype=np.float64)
+    _check_decay(lr_arr, momentum, weight_decay)
+    ratio = momentum_norm_step.raw(1.0, lr_arr, e_arr / lr_arr, weight_decay, momentum)
+    return np.asarray(update_elr_geometric.raw(ratio, tangential), dtype=np.float64)
+
+
+def _check_decay(lr: np.ndarray, momentum: float, weight_decay: float) -> None:
+    worst = float(np.max(lr)) * weight_decay / (1.0 - momentum)
+    if worst >= 1.0:
+        raise ValueError("weight_decay: the update-ELR model needs lr*weight_decay/(1-momentum) "
+                         f"< 1, got {worst!r}")
+
+
+def quantile_positions(n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Indices and weights of :data:`QUANTILES` in a sorted row of ``n`` (numpy 'linear')."""
+    virtual = (n - 1) * np.asarray(QUANTILES)
+    lo = np.floor(virtual).astype(np.int64)
+    return lo, np.minimum(lo + 1, n - 1), virtual - lo
+
+
+def sorted_quantiles(srt: np.ndarray, lo: np.ndarray, hi: np.ndarray, g: np.ndarray) -> np.ndarray:
+    """``(..., len(QUANTILES))`` quantiles of rows already sorted along the last axis."""
+    a, b = srt[..., lo], srt[..., hi]
+    d = b - a
+    return np.where(g >= 0.5, b - d * (1.0 - g), a + d * g)
+
+
+def count_flips(prev: np.ndarray, cur: np.ndarray, *, chunk: int = 1 << 22,
+                prev_order: np.ndarray | None = None) -> np.ndarray:
+    r"""Per row, the pairs :math:`(\ell, k)` with :math:`(p_\ell-p_k)(q_\ell-q_k) < 0`.
+
+    ``prev`` and ``cur`` are ``(R, L)`` positive ELRs; a pair within :data:`FLIP_RTOL`
+    (relative) at either step counts as tied, not flipped.  Memory is bounded by ``chunk``
+    pair entries; ``prev_order`` (``argsort`` of ``prev`` along rows) saves a sort.
+    """
+    R, L = prev.shape
+    rows = max(1, chunk // max(L * L, 1))
+
+    def order(x: np.ndarray) -> np.ndarray:
+        d = x[:, :, None] - x[:, None, :]
+        return np.where(np.abs(d) > FLIP_RTOL * np.maximum(x[:, :, None], x[:, None, :]),
+                        np.sign(d), 0.0)
+
+    # Rows whose values, taken in the previous sorted order, are still non-decreasing have
+    # no strict reversal and hence no flip; only the others need the pairwise count.
+    perm = np.argsort(prev, axis=1, kind="stable") if prev_order is None else prev_order
+    moved = np.take_along_axis(cur, perm, axis=1)
+    out = np.zeros(R, dtype=np.int64)
+    todo = np.flatnonzero(np.any(moved[:, 1:] < moved[:, :-1], axis=1))
+    for i in range(0, todo.size, rows):
+        sel = todo[i:i + rows]
+        both = order(prev[sel]) * order(cur[sel])
+        out[sel] = np.count_nonzero(both < 0, axis=(1, 2)) // 2
+    return out
+
+
+@dataclass(frozen=True)
+class TrajectorySummary:
+    r"""Per-step summaries of ``R`` runs (lr × seed), never a full trajectory.
+
+    Arrays: ``step (K,)``; per run ``lr, seed (R,)``; per step and run ``lr_t, spread,
+    flips (K, R)`` and ``quantiles (5, K, R)`` (:data:`QUANTILE_NAMES` of the gradient ELR
+    over layers); final per-layer ``final_sigma2, final_elr, final_update_elr (R, L)``.
+    ``flips[k]`` counts the pairs whose order reversed between steps ``k-1`` and ``k``.
+    """
+
+    step: np.ndarray
+    lr: np.ndarray
+    seed: np.ndarray
+    lr_t: np.ndarray
+    spread: np.ndarray
+    quantiles: np.ndarray
+    flips: np.ndarray
+    final_sigma2: np.ndarray
+    final_elr: np.ndarray
+    final_update_elr: np.ndarray
+
+    @property
+    def runs(self) -> int:
+        return int(self.lr.size)
+
+    @property
+    def layers(self) -> int:
+        return int(self.final_elr.shape[-1])
+
+    @property
+    def total_flips(self) -> np.ndarray:
+        return self.flips.sum(axis=0)
+
+    def quantile(self, name: str) -> np.ndarray:
+        """``(K, R)`` per-step quantile ``name`` (one of :data:`QUANTILE_NAMES`)."""
+        if name not in QUANTILE_NAMES:
+            raise ValueError(f"quantile: unknown name {name!r}; choose from "
+                             f"{', '.join(QUANTILE_NAMES)}")
+        return self.quantiles[QUANTILE_NAMES.index(name)]
+
+    def to_frame(self) -> pd.DataFrame:
+        """One row per (run, step): step, lr, seed, lr_t, spread, elr_<quantile>, flips."""
+        K, R = self.spread.shape
+        data: dict[str, np.ndarray] = {
+            "step": np.tile(self.step, R), "lr": np.repeat(self.lr, K),
+            "seed": np.repeat(self.seed, K), "lr_t": self.lr_t.T.ravel(),
+            "spread": self.spread.T.ravel(),
+        }
+        for i, name in enumerate(QUANTILE_NAMES):
+            data[f"elr_{name}"] = self.quantiles[i].T.ravel()
+        data["flips"] = self.flips.T.ravel()
+        return pd.DataFrame(data)
+
+    def final_frame(self) -> pd.DataFrame:
+        """One row per (run, layer) of the final state."""
+        R, L = self.final_elr.shape
+        return pd.DataFrame({
+            "lr": np.repeat(self.lr, L), "seed": np.repeat(self.seed, L),
+            "layer": np.tile(np.arange(L, dtype=np.int64), R),
+            "sigma2": self.final_sigma2.ravel(), "elr": self.final_elr.ravel(),
+            "update_elr": self.final_update_elr.ravel(),
+        })
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready nested dict (plain floats and ints), one entry per run."""
+        runs = []
+        for r in range(self.runs):
+            runs.append({
+                "lr": float(self.lr[r]), "seed": int(self.seed[r]),
+                "lr_t": self.lr_t[:, r].tolist(), "spread": self.spread[:, r].tolist(),
+                "flips": self.flips[:, r].tolist(), "total_flips": int(self.total_flips[r]),
+                "elr_quantiles": {n: self.quantiles[i, :, r].tolist()
+                                  for i, n in enumerate(QUANTILE_NAMES)},
+                "final_sigma2": self.final_sigma2[r].tolist(),
+                "final_elr": self.final_elr[r].tolist(),
+                "final_update_elr": self.final_update_elr[r].tolist(),
+            })
+        return {"step": self.step.tolist(), "layers": self.layers, "runs": runs}
+
+    @classmethod
+    def from_frame(cls, frame: pd.DataFrame) -> TrajectorySummary:
+        """Summarize a tidy frame (columns as :data:`COLUMNS`; ``lr_t`` optional).
+
+        Runs are the ``(seed, lr)`` groups in order of appearance, so ``lr`` must be the
+        run's base lr; flips are counted between consecutive *recorded* steps.
+        """
+        missing = {"step", "layer", "lr", "seed", "elr"} - set(frame.columns)
+        if missing:
+            raise ValueError(f"frame: missing columns {sorted(missing)}")
+        run = frame.groupby(["seed", "lr"], sort=False).ngroup().to_numpy()
+        f = frame.assign(_run=run).sort_values(["_run", "step", "layer"], kind="stable")
+        steps = np.unique(f["step"].to_numpy())
+        R, K = int(run.max()) + 1 if run.size else 0, steps.size
+        L = np.unique(f["layer"].to_numpy()).size
+        if R * K * L != len(f) or R == 0:
+            raise ValueError("frame: expected one row per (run, step, layer) on a full grid")
+
+        def grid(col: str) -> np.ndarray:  # -> (K, R, L)
+            return np.swapaxes(f[col].to_numpy(np.float64).reshape(R, K, L), 0, 1)
+
+        e = grid("elr")
+        srt = np.sort(e, axis=-1)
+        lo, hi, g = quantile_positions(L)
+        flips = np.zeros((K, R), dtype=np.int64)
+        for k in range(1, K):
+            flips[k] = count_flips(e[k - 1], e[k])
+        first = f.groupby("_run", sort=True).first()
+        upd = grid("update_elr") if "update_elr" in f else e
+        return cls(
+            step=steps, lr=first["lr"].to_numpy(np.float64),
+            seed=first["seed"].to_numpy(np.int64),
+            lr_t=grid("lr_t" if "lr_t" in f else "lr")[:, :, 0],
+            spread=srt[..., -1] / srt[..., 0],
+            quantiles=np.moveaxis(sorted_quantiles(srt, lo, hi, g), -1, 0),
+            flips=flips,
+            final_sigma2=grid("sigma2")[-1] if "sigma2" in f else np.full((R, L), np.nan),
+            final_elr=e[-1], final_update_elr=upd[-1],
+        )
+
+
+# ----------------------------------------------------------------------------- numpy engine
+
+
+def _step_fn(momentum: float, weight_decay: float):
+    if momentum == 0.0 and weight_decay == 0.0:
+        return norm_step.raw
+    return lambda s, eta, c: momentum_norm_step.raw(s, eta, c, weight_decay, momentum)
+
+
+def _run_numpy(inp: _Inputs, sched: ScheduleLike, momentum: float, weight_decay: float,
+               recorded: np.ndarray, summary: bool, progress: bool) -> dict[str, np.ndarray]:
+    S, N, L, K = inp.S, inp.N, inp.L, recorded.size
+    step = _step_fn(momentum, weight_decay)
+    dep = bool(getattr(sched, "state_dependent", False))
+    sig = np.broadcast_to(inp.sigma2_0[:, None, :], (S, N, L)).copy()
+    out = _alloc(inp, K, summary)
+    slot = np.full(inp.steps + 1, -1, dtype=np.int64)
+    slot[recorded] = np.arange(K)
+    lo, hi, g = quantile_positions(L)
+    prev = prev_perm = None
+    state = ScheduleState(per_unit_elr=elr.raw(1.0, inp.c_at(0)[:, None, :], sig)) if dep else None
+    for t in tqdm(range(inp.steps + 1), disable=not progress, file=sys.stderr, unit="step"):
+        c_t = inp.c_at(t)[:, None, :]
+        lr_t = _lr_rows(sched, t, state, (S, N))
+        e = elr.raw(lr_t[..., None], c_t, sig)
+        k = slot[t]
+        if summary:
+            e2 = e.reshape(inp.R, L)
+            perm = np.argsort(e2, axis=1, kind="stable")
+            srt = np.take_along_axis(e2, perm, axis=1)
+            out["lr_t"][k] = lr_t.ravel()
+            out["spread"][k] = srt[:, -1] / srt[:, 0]
+            out["quantiles"][:, k] = sorted_quantiles(srt, lo, hi, g).T
+            if prev is not None:
+                out["flips"][k] = count_flips(prev, e2, prev_order=prev_perm)
+            prev, prev_perm = e2, perm
+        elif k >= 0:
+            out["lr_t"][k] = lr_t.ravel()
+            out["elr"][k] = e.reshape(inp.R, L)
+            out["sigma2"][k] = sig.reshape(inp.R, L)
+            out["c"][k] = np.broadcast_to(c_t, (S, N, L)).reshape(inp.R, L)
+        if t == inp.steps:
+            out["final_elr"], out["final_sigma2"] = e.reshape(inp.R, L), sig.reshape(inp.R, L)
+            out["final_lr_t"] = lr_t.ravel()
+            break
+        sig = step(sig, lr_t[..., None], c_t)
+        if dep:
+            state = ScheduleState(per_unit_elr=elr.raw(1.0, inp.c_at(t + 1)[:, None, :], sig))
+    return out
+
+
+def _alloc(inp: _Inputs, K: int, summary: bool) -> dict[str, np.ndarray]:
+    """Output arrays; per-step summaries are stored run-major (views in step-major shape)."""
+    R, L = inp.R, inp.L
+    out = {"lr_t": np.empty((R, K)).T}
+    if summary:
+        out["spread"] = np.empty((R, K)).T
+        out["quantiles"] = np.empty((R, K, len(QUANTILES))).transpose(2, 1, 0)
+        out["flips"] = np.zeros((R, K), dtype=np.int64).T
+    else:
+        for name in ("elr", "sigma2", "c"):
+            out[name] = np.empty((K, R, L))
+    return out
+
+
+# ----------------------------------------------------------------------------- numba engine
+
+
+@functools.cache
+def _numba_kernel(parallel: bool = False):  # pragma: no cover - needs numba
+    """The fused kernel, or ``None`` without numba; ``parallel`` spreads runs over threads."""
+    try:
+        import numba
+    except ImportError:
+        return None
+    jit = functools.partial(numba.njit, error_model="numpy", cache=False)
+    nb_elr = jit(elr.scalar)  # the generated functions themselves, compiled
+    nb_step = jit(norm_step.scalar)
+    nb_mstep = jit(momentum_norm_step.scalar)
+    nb_crit = jit(critical_lr.scalar)
+    flip_rtol = FLIP_RTOL
+
+    @jit(parallel=parallel)
+    def kernel(t0, t1, steps, lr_block, crit, base, c, row_seed, sig, cc, idx, e, a_max, a_min,
+               need_a, plain, lam, beta, summary, slot, q_lo, q_hi, q_g, lr_out, spread_out,
+               quant_out, flips_out, rec, rec_e, rec_s, rec_c):
+        R, L = sig.shape
+        T = c.shape[1]
+        refill = T > 1
+        for r in numba.prange(R):  # each run advances through the whole block of steps
+            s = row_seed[r]
+            sr, cr, ir = sig[r], cc[r], idx[r]
+            er = e[r]  # ELRs of the last step, sorted; en receives the next ones (then swap)
+            en = np.empty(L)
+            swapped = False
+            for t in range(t0, t1):
+                lr = min(base[r], nb_crit(a_max[r], a_min[r])) if crit else lr_block[t - t0, r]
+                if refill:
+                    for j in range(L):
+                        cr[j] = c[s, min(t, T - 1), ir[j]]
+                k = slot[t]
+                if rec and k >= 0:
+                    for j in range(L):
+                        rec_s[k, r, ir[j]] = sr[j]
+                        rec_c[k, r, ir[j]] = cr[j]
+                if t == steps:
+                    for j in range(L):
+                        en[j] = nb_elr(lr, cr[j], sr[j])
+                elif plain:
+                    for j in range(L):
+                        x, cj = sr[j], cr[j]
+                        en[j] = nb_elr(lr, cj, x)
+                        sr[j] = nb_step(x, lr, cj)
+                else:
+                    for j in range(L):
+                        x, cj = sr[j], cr[j]
+                        en[j] = nb_elr(lr, cj, x)
+                        sr[j] = nb_mstep(x, lr, cj, lam, beta)
+                if need_a and t < steps:  # per-unit-lr ELRs of the next state
+                    hi, lo = -np.inf, np.inf
+                    for j in range(L):
+                        a = nb_elr(1.0, c[s, min(t + 1, T - 1), ir[j]] if refill else cr[j], sr[j])
+                        hi, lo = max(hi, a), min(lo, a)
+                    a_max[r], a_min[r] = hi, lo
+                unsorted = False
+                for j in range(1, L):  # branch-free check: usually still sorted
+                    unsorted |= en[j - 1] > en[j]
+                nf = 0
+                if unsorted:  # insertion sort, moving the previous ELRs er along
+                    for j in range(1, L):
+                        key = en[j]
+                        if en[j - 1] > key:
+                            ks, kc, ki, kp = sr[j], cr[j], ir[j], er[j]
+                            i = j - 1
+                            while i >= 0 and en[i] > key:
+                                # a flip unless the pair is tied (within FLIP_RTOL) at either step
+                                nf += (kp - er[i] > flip_rtol * kp) and (en[i] - key > flip_rtol * en[i])
+                                en[i + 1], sr[i + 1], cr[i + 1] = en[i], sr[i], cr[i]
+                                ir[i + 1], er[i + 1] = ir[i], er[i]
+                                i -= 1
+                            en[i + 1], sr[i + 1], cr[i + 1], ir[i + 1], er[i + 1] = key, ks, kc, ki, kp
+                er, en = en, er
+                swapped = not swapped
+                if k < 0:
+                    continue
+                lr_out[r, k] = lr
+                if rec:
+                    for j in range(L):
+                        rec_e[k, r, ir[j]] = er[j]
+                if summary:
+                    spread_out[r, k] = er[L - 1] / er[0]
+                    for q in range(q_lo.size):
+                        a, b, gq = er[q_lo[q]], er[q_hi[q]], q_g[q]
+                        d = b - a
+                        quant_out[r, k, q] = b - d * (1.0 - gq) if gq >= 0.5 else a + d * gq
+                    flips_out[r, k] = nf if t > 0 else 0
+            if swapped:  # the latest ELRs live in the scratch row: copy them home
+                for j in range(L):
+                    en[j] = er[j]
+
+    return kernel
+
+
+def _run_numba(kernel, inp: _Inputs, sched: ScheduleLike, momentum: float, weight_decay: float,
+               recorded: np.ndarray, summary: bool, progress: bool) -> dict[str, np.ndarray]:
+    S, N, L, R, K = inp.S, inp.N, inp.L, inp.R, recorded.size
+    dep = bool(getattr(sched, "state_dependent", False))
+    crit = isinstance(sched, CriticalWarmup)  # evaluated in the kernel: min(base, critical_lr)
+    base = np.ones(R)
+    if crit:
+        try:
+            base = np.array(np.broadcast_to(sched.base, (S, N)), dtype=np.float64).ravel()
+        except ValueError as exc:
+            raise ValueError(f"schedule: lr of shape {np.shape(sched.base)} does not fit "
+                             f"{(S, N)} runs") from exc
+    sig = np.ascontiguousarray(np.repeat(inp.sigma2_0, N, axis=0))
+    idx = np.tile(np.arange(L, dtype=np.int64), (R, 1))
+    cc = np.ascontiguousarray(np.repeat(inp.c[:, 0, :], N, axis=0))
+    e = np.zeros((R, L))
+    out = _alloc(inp, K, summary)
+    spread = out["spread"].T if summary else np.empty((1, 1))  # the run-major arrays
+    quant = out["quantiles"].transpose(2, 1, 0) if summary else np.empty((1, 1, 1))
+    flips = out["flips"].T if summary else np.empty((1, 1), dtype=np.int64)
+    rec_e, rec_s, rec_c = (out.get(n, np.empty((1, 1, 1))) for n in ("elr", "sigma2", "c"))
+    slot = np.full(inp.steps + 1, -1, dtype=np.int64)
+    slot[recorded] = np.arange(K)
+    q_lo, q_hi, q_g = quantile_positions(L)
+    a0 = elr.raw(1.0, inp.c_at(0), inp.sigma2_0)  # (S, L)
+    a_max, a_min = np.repeat(a0.max(-1), N), np.repeat(a0.min(-1), N)
+    block = 1 if dep and not crit else max(1, min(512, (1 << 20) // R))
+    bar = tqdm(total=inp.steps + 1, disable=not progress, file=sys.stderr, unit="step")
+    for t0 in range(0, inp.steps + 1, block):
+        t1 = min(t0 + block, inp.steps + 1)
+        if crit:
+            lr_block = np.empty((1, 1))
+        elif dep:
+            state = ScheduleState(a_max=a_max.reshape(S, N), a_min=a_min.reshape(S, N))
+            lr_block = _lr_rows(sched, t0, state, (S, N)).reshape(1, R)
+        else:
+            lr_block = np.stack([_lr_rows(sched, t, None, (S, N)).ravel() for t in range(t0, t1)])
+        kernel(t0, t1, inp.steps, lr_block, crit, base, inp.c, np.repeat(np.arange(S), N), sig,
+               cc, idx, e, a_max, a_min, dep, momentum == 0.0 and weight_decay == 0.0,
+               float(weight_decay), float(momentum), summary, slot, q_lo, q_hi, q_g,
+               out["lr_t"].T, spread, quant, flips, not summary, rec_e, rec_s, rec_c)
+        bar.update(t1 - t0)
+    bar.close()
+    rows = np.arange(R)[:, None]
+    for name, arr in (("final_elr", e), ("final_sigma2", sig)):  # sig: not advanced at t=steps
+        out[name] = np.empty_like(arr)
+        out[name][rows, idx] = arr
+    out["final_lr_t"] = out["lr_t"][-1]
+    return out
+
+
+# ----------------------------------------------------------------------------- public API
+
+
+def simulate_discrete(
+    sigma2_0: Any,
+    c: Any,
+    lr: Any,
+    steps: int,
+    *,
+    schedule: str | ScheduleLike = "constant",
+    momentum: float = 0.0,
+    weight_decay: float = 0.0,
+    record: Record = "all",
+    seeds: Sequence[int] | None = None,
+    progress: bool = False,
+    engine: Literal["auto", "numba", "numpy"] = "auto",
+) -> pd.DataFrame | TrajectorySummary:
+    r"""Run the discrete norm-level model for every lr of a sweep, every layer and seed.
+
+    Parameters
+    ----------
+    sigma2_0
+        Initial squared weight norms, ``(L,)`` (or ``(S, L)``, or a scalar), positive.
+    c
+        Base gradients, positive: ``(L,)`` constant; ``(T, L)`` a replayed per-step series
+        (e.g. measured in a real run), ``T >= steps``; ``(S, T, L)`` one series per seed.
+        Step ``t`` uses row ``t``; the final record (``t = steps``) uses row
+        ``min(steps, T-1)``.
+    lr
+        Base lr, a positive scalar or a 1-D sweep ``(N,)``.
+    steps
+        Number of updates; the records are steps ``t = 0..steps`` (``t = steps`` is the
+        state after the last update).
+    schedule
+        A name for :func:`~normdyn.simulate.schedules.make_schedule` or a schedule object
+        (anything with ``lr(step, state)``); state-dependent schedules see the per-unit-lr
+        ELRs of the state before each step.
+    momentum, weight_decay
+        :math:`\beta \in [0, 1)` and :math:`\lambda \ge 0` of the first-order model.
+    record
+        ``"all"``: a tidy frame of every step; an integer ``k``: of steps ``0, k, 2k, ..``
+        and ``steps``; ``"summary"``: a :class:`TrajectorySummary` with memory
+        ``O(runs*layers + steps*runs)``.
+    seeds
+        Labels of the seed axis of a 3-D ``c`` (default ``0..S-1``).
+    progress
+        Show a tqdm bar on stderr.
+    engine
+        ``"auto"`` (numba if installed), ``"numba"`` or ``"numpy"``.
+
+    Returns
+    -------
+    pandas.DataFrame or TrajectorySummary
+        Frame columns :data:`COLUMNS`: ``step, layer, lr`` (base lr of the run), ``lr_t``
+        (the scheduled lr used at the step), ``seed, sigma2`` (before the step), ``c, elr``
+        (gradient ELR :math:`\eta_t c_t/\sigma^2_t`), ``update_elr, spread``; sorted by
+        seed, lr, step, layer.
+    """
+    inp = _Inputs(sigma2_0, c, lr, steps, seeds)
+    beta = float(check_in_range("momentum", momentum, 0.0, 1.0))
+    lam = float(check_nonnegative("weight_decay", weight_decay))
+    if lam > 0:
+        _check_decay(inp.lr, beta, lam)
+    sched = _schedule(schedule, inp.lr)
+    summary, recorded = _recorded_steps(record, inp.steps)
+    if engine not in ("auto", "numba", "numpy"):
+        raise ValueError(f"engine must be 'auto', 'numba' or 'numpy', got {engine!r}")
+    kernel = _numba_kernel() if engine != "numpy" else None
+    if kernel is not None and inp.R * inp.L * max(inp.steps, 1) >= PARALLEL_WORK:
+        kernel = _numba_kernel(parallel=True) if _threads() > 1 else kernel
+    if engine == "numba" and kernel is None:
+        raise ValueError("engine: 'numba' is not installed (pip install 'normdyn[fast]')")
+    run = functools.partial(_run_numba, kernel) if kernel is not None else _run_numpy
+    with np.errstate(over="ignore", under="ignore", divide="ignore", invalid="ignore"):
+        out = run(inp, sched, beta, lam, recorded, summary, progress)
+    if summary:
+        result = TrajectorySummary(
+            step=recorded, lr=np.tile(inp.lr, inp.S), seed=np.repeat(inp.seeds, inp.N),
+            lr_t=out["lr_t"], spread=out["spread"], quantiles=out["quantiles"],
+            flips=out["flips"], final_sigma2=out["final_sigma2"], final_elr=out["final_elr"],
+            final_update_elr=update_elr(out["final_elr"], out["final_lr_t"][:, None], beta, lam),
+        )
+        if not (np.all(np.isfinite(result.spread)) and np.all(np.isfinite(result.final_elr))):
+            raise NonFiniteError("simulate_discrete: an ELR under- or overflowed float64")
+        return result
+    return _frame(inp, recorded, out, beta, lam)
+
+
+def _recorded_steps(record: Any, steps: int) -> tuple[bool, np.ndarray]:
+    if isinstance(record, str):
+        if record not in ("all", "summary"):
+            raise ValueError(f"record must be 'all', 'summary' or an integer k >= 1, got {record!r}")
+        return record == "summary", np.arange(steps + 1)
+    k = check_int("record", record, minimum=1)
+    rec = np.arange(0, steps + 1, k)
+    if rec[-1] != steps:
+        rec = np.append(rec, steps)
+    return False, rec
+
+
+def _frame(inp: _Inputs, recorded: np.ndarray, out: dict[str, np.ndarray], beta: float,
+           lam: float) -> pd.DataFrame:
+    K, R, L = recorded.size, inp.R, inp.L
+
+    def tidy(a: np.ndarray) -> np.ndarray:  # (K, R, L) -> flat in (R, K, L) order
+        return np.ascontiguousarray(np.swapaxes(a, 0, 1)).reshape(-1)
+
+    e = out["elr"]
+    lr_t = np.broadcast_to(out["lr_t"][:, :, None], (K, R, L))
+    spread = np.broadcast_to((e.max(-1) / e.min(-1))[:, :, None], (K, R, L))
+    if not np.all(np.isfinite(e)) or not np.all(np.isfinite(spread)):
+        raise NonFiniteError("simulate_discrete: an ELR under- or overflowed float64")
+    data = {
+        "step": np.tile(np.repeat(recorded.astype(np.int64), L), R),
+        "layer": np.tile(np.arange(L, dtype=np.int64), R * K),
+        "lr": np.repeat(np.tile(inp.lr, inp.S), K * L),
+        "lr_t": tidy(lr_t),
+        "seed": np.repeat(inp.seeds, inp.N * K * L),
+        "sigma2": tidy(out["sigma2"]),
+        "c": tidy(out["c"]),
+        "elr": tidy(e),
+        "update_elr": tidy(update_elr(e, lr_t, beta, lam)),
+        "spread": tidy(spread),
+    }
+    return pd.DataFrame({name: data[name] for name in COLUMNS})
