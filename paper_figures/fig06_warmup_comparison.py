@@ -1,0 +1,166 @@
+r"""Figure 6: warm-up comparison -- critical-lr warm-up vs none vs linear vs exponential.
+
+Five schedules reach the same target lr:
+
+``critical``     :math:`\eta_t = \min(\eta, \eta^*_t)`, the hyper-parameter-free warm-up
+``none``         constant :math:`\eta`
+``linear5``      linear warm-up over 5 steps
+``linear50``     linear warm-up over 50 steps
+``exponential``  :math:`\eta(1 - e^{-(t+1)/\tau})` with the configured :math:`\tau`
+
+*simulated*: the discrete model (:func:`normdyn.simulate.simulate_discrete` with
+:func:`normdyn.simulate.make_schedule`) on the NoShort-like profile of figure 5;
+*real*: a ResNet NoShort trained with each schedule
+(:func:`normdyn.validate.runs.run_training`).  Plotted: the ELR spread and the lr over
+the first steps.
+
+CSV columns (one row per source, schedule, seed and step)
+---------------------------------------------------------
+``source``      ``simulated`` or ``real``
+``schedule``    one of the five names above
+``seed``        seed (0 for the simulation)
+``step``        optimizer step
+``lr_t``        learning rate used at the step
+``target_lr``   the schedule's target lr
+``spread``      max/min ELR over the layers before the step
+``loss``        training-batch loss (NaN for the simulation)
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+if __package__ in (None, ""):  # run as a file: python paper_figures/figNN_<slug>.py
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from paper_figures import _common as C  # noqa: E402
+
+FIGURE = "fig06"
+SLUG = "warmup_comparison"
+TITLE = "Warm-up comparison: critical-lr warm-up vs none vs linear 5/50 vs exponential"
+COLUMNS = ("source", "schedule", "seed", "step", "lr_t", "target_lr", "spread", "loss")
+#: name -> (make_schedule / RunConfig name, its length parameter key in the config)
+SCHEDULES = {
+    "critical": ("critical_warmup", None),
+    "none": ("constant", None),
+    "linear5": ("linear_warmup", 5),
+    "linear50": ("linear_warmup", 50),
+    "exponential": ("exponential_warmup", "tau"),
+}
+CONFIGS = {
+    "micro": {"sim_depth": 8, "sim_lr": 1.0, "sim_steps": 6, "depth": 8, "width": 4,
+              "data": "digits", "batch_size": 32, "lr": 1.0, "steps": 4, "tau": 2,
+              "seeds": [0], "decades_per_layer": 0.06},
+    "quick": {"sim_depth": 56, "sim_lr": 1.0, "sim_steps": 200, "depth": 56, "width": 4,
+              "data": "digits", "batch_size": 64, "lr": 1.0, "steps": 60, "tau": 25,
+              "seeds": [0], "decades_per_layer": 0.06},
+    "full": {"sim_depth": 110, "sim_lr": 1.0, "sim_steps": 2000, "depth": 110, "width": 16,
+             "data": "cifar10", "batch_size": 128, "lr": 1.0, "steps": 2000, "tau": 250,
+             "seeds": [0, 1, 2], "decades_per_layer": 0.06},
+}
+
+
+def output_stem(profile: str) -> str:
+    cfg = C.config_for(CONFIGS, profile)
+    return C.make_stem(FIGURE, SLUG, f"L{cfg['depth']}_NoShort_lr{cfg['lr']:g}_"
+                                     f"steps{cfg['steps']}", profile)
+
+
+def _length(cfg: dict, key) -> int | None:
+    return cfg["tau"] if key == "tau" else key
+
+
+def _simulated(cfg: dict) -> pd.DataFrame:
+    from normdyn.simulate import make_schedule, simulate_discrete
+
+    depth = cfg["sim_depth"]
+    sigma2_0, c = C.explosion_profile(depth, cfg["decades_per_layer"] * (depth - 1))
+    frames = []
+    for label, (name, key) in SCHEDULES.items():
+        kw = {}
+        if name == "linear_warmup":
+            kw["n_steps"] = _length(cfg, key)
+        elif name == "exponential_warmup":
+            kw["tau"] = float(_length(cfg, key))
+        sched = make_schedule(name, cfg["sim_lr"], **kw)
+        sim = simulate_discrete(sigma2_0, c, cfg["sim_lr"], cfg["sim_steps"], schedule=sched,
+                                engine="numpy")
+        per_step = sim.groupby("step", as_index=False).agg(lr_t=("lr_t", "first"),
+                                                           spread=("spread", "first"))
+        frames.append(per_step.assign(source="simulated", schedule=label, seed=0,
+                                      target_lr=cfg["sim_lr"], loss=np.nan))
+    return pd.concat(frames, ignore_index=True)
+
+
+def _real(cfg: dict, cache_dir, refresh: bool, profile: str) -> pd.DataFrame:
+    device = C.torch_setup(profile)
+    frames = []
+    for seed in cfg["seeds"]:
+        for label, (name, key) in SCHEDULES.items():
+            length = _length(cfg, key)
+            table, metrics, _ = C.train_run(
+                cache_dir, refresh, arch="resnet", depth=cfg["depth"], shortcuts=False,
+                width=cfg["width"], data=cfg["data"], steps=cfg["steps"],
+                batch_size=cfg["batch_size"], lr=cfg["lr"], schedule=name,
+                schedule_steps=length, seed=seed, device=device, checkpoint_every=10**9,
+                sync_every=min(cfg["steps"], 200),
+            )
+            g = table[table["elr"] > 0].groupby("step")["elr"]
+            spread = (g.max() / g.min()).rename("spread")
+            per_step = metrics.set_index("step")[["lr", "loss"]].rename(columns={"lr": "lr_t"})
+            per_step = per_step.join(spread, how="inner").reset_index()
+            frames.append(per_step.assign(source="real", schedule=label, seed=seed,
+                                          target_lr=cfg["lr"]))
+    return pd.concat(frames, ignore_index=True)
+
+
+def measure(profile: str = "quick", cache_dir: str | Path | None = None,
+            refresh: bool = False) -> pd.DataFrame:
+    """One row per source, schedule, seed and step; see the module docstring."""
+    cfg = C.config_for(CONFIGS, profile)
+
+    def compute() -> pd.DataFrame:
+        return pd.concat([_simulated(cfg), _real(cfg, cache_dir, refresh, profile)],
+                         ignore_index=True)[list(COLUMNS)]
+
+    return C.cached_frame(cache_dir, output_stem(profile), cfg, compute, refresh)
+
+
+STYLE = {"critical": dict(color="crimson", lw=1.8), "none": dict(color="k", lw=1.0),
+         "linear5": dict(color="tab:blue", lw=1.0), "linear50": dict(color="tab:cyan", lw=1.0),
+         "exponential": dict(color="tab:green", lw=1.0, ls="--")}
+
+
+def plot(df: pd.DataFrame, out_dir: str | Path, profile: str) -> list[Path]:
+    fig, axes = C.subplots(2, 2, width=4.0, height=2.8, sharex="col")
+    for col, source in enumerate(("simulated", "real")):
+        d = df[df["source"] == source]
+        for label in SCHEDULES:
+            g = d[d["schedule"] == label].groupby("step")[["spread", "lr_t"]].mean()
+            if g.empty:
+                continue
+            axes[0, col].plot(g.index, g["spread"], label=label, **STYLE[label])
+            axes[1, col].plot(g.index, g["lr_t"], label=label, **STYLE[label])
+        axes[0, col].set_yscale("log")
+        axes[1, col].set_yscale("log")
+        axes[0, col].set_title(f"{source}: ELR spread")
+        axes[1, col].set_title(f"{source}: learning rate")
+        axes[1, col].set_xlabel("step")
+        axes[0, col].set_ylabel(r"$\max E / \min E$")
+        axes[1, col].set_ylabel(r"$\eta_t$")
+    axes[0, 0].legend(loc="upper right")
+    C.footnote(fig, profile, "critical: eta_t = min(target, eta*_t)")
+    return C.save_figure(fig, out_dir, output_stem(profile))
+
+
+def main(profile: str = "quick", out_dir: str | Path = C.DEFAULT_OUT,
+         refresh: bool = False) -> C.FigureResult:
+    return C.run_figure(sys.modules[__name__], profile, out_dir, refresh)
+
+
+if __name__ == "__main__":
+    sys.exit(C.script_main(sys.modules[__name__]))
