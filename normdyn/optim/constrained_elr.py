@@ -33,8 +33,11 @@ rotational equilibrium of the momentum + weight-decay model (THEORY.md §5,
 
 .. math::
 
-    E = \sqrt{\frac{\eta\lambda\,(2 - 2\beta - \eta\lambda)}{1 - \beta^2}}
-      \approx \sqrt{\frac{2\eta\lambda}{1+\beta}}.
+    E_{tan}^2 = \frac{\eta\lambda\,(2 - 2\beta - \eta\lambda)}{1 - \beta^2},\qquad
+    E = \sqrt{2 - 2\sqrt{1 - E_{tan}^2}} \approx \sqrt{\frac{2\eta\lambda}{1+\beta}},
+
+(the tangential part of the step plus the radial part that keeps :math:`\lVert w\rVert`
+fixed at equilibrium; exactly :math:`\sqrt{2\eta\lambda}` at :math:`\beta = 0`).
 
 That is the ELR towards which plain SGD with the same hyper-parameters drives every
 layer anyway; the constraint imposes it from step 0 instead of after the transient
@@ -181,8 +184,8 @@ class ConstrainedELR:
         momentum = float(group.get("momentum", 0.0))
         if weight_decay <= 0:
             raise ValueError(
-                "target_elr=None derives the target from the equilibrium "
-                "sqrt(lr*wd*(2-2*momentum-lr*wd)/(1-momentum**2)), which needs "
+                "target_elr=None derives the target from the rotational equilibrium "
+                "(about sqrt(2*lr*wd/(1+momentum))), which needs "
                 f"weight_decay > 0 (param group {g} has {weight_decay!r}); pass target_elr"
             )
         if float(group.get("dampening", 0.0)) != 0.0:

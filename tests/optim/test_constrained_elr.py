@@ -201,7 +201,10 @@ def test_derived_target_is_the_rotational_equilibrium_and_follows_the_scheduler(
     sched = torch.optim.lr_scheduler.StepLR(inner, step_size=1, gamma=0.5)
 
     def by_hand(eta):
-        return math.sqrt(eta * wd * (2 - 2 * beta - eta * wd) / (1 - beta**2))
+        # Tangential part of the equilibrium step, plus the radial part that keeps |w|
+        # fixed: (1 + r)^2 + E_tan^2 = 1, E^2 = r^2 + E_tan^2 = 2 - 2 sqrt(1 - E_tan^2).
+        tangential_sq = eta * wd * (2 - 2 * beta - eta * wd) / (1 - beta**2)
+        return math.sqrt(2 - 2 * math.sqrt(1 - tangential_sq))
 
     for t in range(3):
         eta = lr * 0.5**t

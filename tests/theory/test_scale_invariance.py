@@ -41,8 +41,12 @@ def loss(w, x, y, readout):
     return np.mean(np.log(1 + np.exp(-y * logits)))
 
 
-def fd_gradient(w, *data, rel_h=6e-6):
-    """Central differences with a step proportional to |w| (the loss's own length scale)."""
+def fd_gradient(w, *data, rel_h=2e-6):
+    """Central differences with a step proportional to |w| (the loss's own length scale).
+
+    rel_h = 2e-6 balances truncation (~h^2 L''', 2.4e-8 at 6e-6 for seed 261) against
+    rounding (~eps/h, 1e-10).
+    """
     h = rel_h * np.linalg.norm(w)
     g = np.zeros_like(w)
     for idx in np.ndindex(w.shape):
@@ -65,6 +69,7 @@ def cs_gradient(w, *data):
 
 @given(seeds)
 @example(0)
+@example(261)  # large third derivative: FD truncation error 2.4e-8 with h = 6e-6 |w|
 def test_finite_difference_gradient_is_orthogonal_to_weights(seed):
     x, y, readout, w = make_problem(seed)
     g = fd_gradient(w, x, y, readout)
