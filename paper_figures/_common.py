@@ -391,6 +391,13 @@ def thin_steps(steps: int, max_points: int) -> np.ndarray:
     return np.unique(np.concatenate([[0], log, lin]))
 
 
+def long_term_stem(figure: str, slug: str, configs: dict, profile: str) -> str:
+    """Output stem of the long-term figures (2 and 3): depth, shortcuts, lr and steps."""
+    cfg = config_for(configs, profile)
+    arch = f"L{cfg['depth']}_{'Short' if cfg['shortcuts'] else 'NoShort'}"
+    return make_stem(figure, slug, f"{arch}_lr{cfg['lr']:g}_steps{cfg['steps']}", profile)
+
+
 def long_term_measure(cfg: dict[str, Any], *, drift: bool, cache_dir: str | Path | None,
                       refresh: bool, profile: str) -> pd.DataFrame:
     """Runs without and with BN affine parameters (figures 2 and 3); tidy per-layer table."""

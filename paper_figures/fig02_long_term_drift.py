@@ -50,9 +50,7 @@ CONFIGS = {
 
 
 def output_stem(profile: str) -> str:
-    cfg = C.config_for(CONFIGS, profile)
-    arch = f"L{cfg['depth']}_{'Short' if cfg['shortcuts'] else 'NoShort'}"
-    return C.make_stem(FIGURE, SLUG, f"{arch}_lr{cfg['lr']:g}_steps{cfg['steps']}", profile)
+    return C.long_term_stem(FIGURE, SLUG, CONFIGS, profile)
 
 
 def measure(profile: str = "quick", cache_dir: str | Path | None = None,

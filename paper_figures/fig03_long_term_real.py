@@ -32,26 +32,18 @@ if __package__ in (None, ""):  # run as a file: python paper_figures/figNN_<slug
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from paper_figures import _common as C  # noqa: E402
+from paper_figures.fig02_long_term_drift import CONFIGS as LONG_TERM_CONFIGS  # noqa: E402
 
 FIGURE = "fig03"
 SLUG = "long_term_real"
 TITLE = "Long-term per-layer ELR evolution with real gradients, without/with affine BN"
 COLUMNS = C.LONG_TERM_COLUMNS
 DRIFT = False
-CONFIGS = {
-    "micro": {"depth": 8, "width": 4, "shortcuts": False, "data": "digits", "batch_size": 32,
-              "steps": 6, "lr": 0.1, "seeds": [0]},
-    "quick": {"depth": 20, "width": 8, "shortcuts": False, "data": "digits",
-              "batch_size": 64, "steps": 600, "lr": 0.1, "seeds": [0]},
-    "full": {"depth": 56, "width": 16, "shortcuts": False, "data": "cifar10",
-             "batch_size": 128, "steps": 20000, "lr": 0.1, "seeds": [0], "max_points": 3000},
-}
+CONFIGS = LONG_TERM_CONFIGS  # the same networks and settings as figure 2
 
 
 def output_stem(profile: str) -> str:
-    cfg = C.config_for(CONFIGS, profile)
-    arch = f"L{cfg['depth']}_{'Short' if cfg['shortcuts'] else 'NoShort'}"
-    return C.make_stem(FIGURE, SLUG, f"{arch}_lr{cfg['lr']:g}_steps{cfg['steps']}", profile)
+    return C.long_term_stem(FIGURE, SLUG, CONFIGS, profile)
 
 
 def measure(profile: str = "quick", cache_dir: str | Path | None = None,

@@ -13,32 +13,21 @@ from torch import nn
 
 import normdyn
 from normdyn.optim import ConstrainedELR
-from normdyn.validate.models import plain_mlp
+from tests.optim._nets import backward, linear_names, make_setup
 
 pytestmark = pytest.mark.torch
 
-DEPTH, WIDTH, IN, CLASSES, BATCH = 6, 16, 12, 4, 32
-LINEARS = [f"layer{i}.linear.weight" for i in range(DEPTH)]
+DEPTH = 6
+LINEARS = linear_names(DEPTH)
 EPS64 = float(torch.finfo(torch.float64).eps)
 EPS32 = float(torch.finfo(torch.float32).eps)
 
 
 def _setup(seed: int = 0, dtype: torch.dtype = torch.float64):
-    torch.manual_seed(seed)
-    model = plain_mlp(DEPTH, WIDTH, IN, CLASSES).to(dtype)
-    g = torch.Generator().manual_seed(seed + 100)
-    batches = [
-        (torch.randn(BATCH, IN, generator=g, dtype=dtype),
-         torch.randint(0, CLASSES, (BATCH,), generator=g))
-        for _ in range(4)
-    ]
-    return model, batches
+    return make_setup(DEPTH, seed, dtype)
 
 
-def _backward(model: nn.Module, batch) -> None:
-    model.zero_grad(set_to_none=True)
-    x, y = batch
-    F.cross_entropy(model(x), y).backward()
+_backward = backward
 
 
 def _snapshot(model: nn.Module) -> dict[str, torch.Tensor]:
