@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 import operator
 import re
-import time
 
 import pytest
 
@@ -331,12 +330,10 @@ def _train_one_step(arch: str) -> tuple[nn.Module, list, torch.Tensor]:
 
 
 @pytest.mark.parametrize("arch", sorted(TINY_CONFIGS))
-def test_tiny_configs_train_one_step_fast(arch):
+def test_tiny_configs_train_one_step(arch):
+    """Each tiny config trains a step (its speed is measured in benchmarks, not asserted)."""
     torch.manual_seed(0)
-    _train_one_step(arch)  # warm-up: lazy imports and kernel selection are not timed
-    start = time.perf_counter()
     model, before, loss = _train_one_step(arch)
-    assert time.perf_counter() - start < 1.0
     assert torch.isfinite(loss)
     changed = [not torch.equal(b, p) for b, p in zip(before, model.parameters(), strict=True)]
     assert all(changed)
