@@ -2,7 +2,8 @@
 
 Profiles (select with ``HYPOTHESIS_PROFILE=...``; default ``ci``):
 
-* ``ci`` -- derandomized, bounded examples and deadline, for the 2-core CI machine.
+* ``ci`` -- derandomized and bounded by the number of examples, for the 2-core CI machine
+  (no per-example deadline: a shared CI core can stall one example for seconds).
 * ``fuzz`` -- many random examples, no deadline: ``HYPOTHESIS_PROFILE=fuzz make test``.
 * ``dev`` -- a quick local loop.
 """
@@ -20,7 +21,7 @@ settings.register_profile(
     "ci",
     derandomize=True,
     max_examples=60,
-    deadline=2000,
+    deadline=None,
     print_blob=True,
     suppress_health_check=[HealthCheck.too_slow],
 )
