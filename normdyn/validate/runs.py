@@ -51,14 +51,9 @@ to ``out_dir`` first.
 from __future__ import annotations
 
 import copy
-import dataclasses
-import json
-import os
 import random
-import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -68,15 +63,34 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from normdyn._checks import (
-    NonFiniteError,
-    check_in_range,
-    check_int,
-    check_nonnegative,
-    check_positive,
-)
+from normdyn._checks import NonFiniteError, check_int
 from normdyn._io import atomic_write_frame, atomic_write_json, provenance
-from normdyn.theory.numeric import critical_lr_of, gradient_elr, one_step_spread
+from normdyn.theory.numeric import gradient_elr
+from normdyn.validate.checkpoint import (
+    CHECKPOINT_FILE,
+    CONFIG_FILE,
+    METRICS_FILE,
+    SWEEP_FILE,
+    _atomic_torch_save,
+    _capture_rng,
+    _check_out_dir,
+    _json_roundtrip,
+    _restore_rng,
+    load_run,
+    steps_path,
+)
+from normdyn.validate.config import (
+    ARCHS,
+    DATA,
+    DEVICES,
+    OPTIMIZERS,
+    SCHEDULES,
+    TABLE_FORMATS,
+    RunConfig,
+    _choice,
+    resolve_device,
+)
+from normdyn.validate.lr_sweep import default_sweep_lrs, one_step_lr_sweep
 
 __all__ = [
     "RunConfig",
@@ -98,177 +112,11 @@ __all__ = [
     "default_sweep_lrs",
 ]
 
-ARCHS = ("resnet", "mlp", "transformer")
-DATA = ("digits", "digits32", "synthetic", "cifar10", "cifar100", "sequences")
-SCHEDULES = ("constant", "linear_warmup", "exponential_warmup", "critical_warmup", "step_decay")
-OPTIMIZERS = ("sgd", "adam")
-DEVICES = ("auto", "cpu", "cuda")
-TABLE_FORMATS = ("csv", "parquet")
-
-CONFIG_FILE = "config.json"
-CHECKPOINT_FILE = "checkpoint.pt"
-METRICS_FILE = "metrics.csv"
-SWEEP_FILE = "lr_sweep.csv"
-_OUTPUT_FILES = (CONFIG_FILE, CHECKPOINT_FILE, METRICS_FILE, SWEEP_FILE, "steps.csv",
-                 "steps.parquet")
-
-_NORMS = {"resnet": ("batch",), "mlp": ("batch", "layer"), "transformer": ("layer",)}
-_DEFAULT_NORM = {"resnet": "batch", "mlp": "batch", "transformer": "layer"}
-_DEFAULT_WIDTH = {"resnet": 16, "mlp": 128, "transformer": 32}
-_IMAGE_DATA = ("digits", "digits32", "synthetic", "cifar10", "cifar100")
 _NUM_CLASSES = {"digits": 10, "digits32": 10, "synthetic": 10, "cifar10": 10, "cifar100": 100,
                 "sequences": 3}
 _TRANSFORMER_HEADS = 4
 _SEQ_LEN, _SEQ_DIM = 8, 4
 _EVAL_MAX = 2048
-
-
-# --------------------------------------------------------------------------- config
-
-
-@dataclass(frozen=True)
-class RunConfig:
-    """Everything that determines a run (and nothing that does not).
-
-    ``norm`` and ``width`` default to the architecture's (``None``); ``resolved()``
-    fills them in.  ``norm`` is ``batch`` for the ResNet, ``batch|layer`` for the MLP,
-    ``layer`` for the Transformer (whose ``norm_position`` is ``post|pre``).  ``width``
-    is the ResNet's first-stage width, the MLP's hidden width or the Transformer's
-    ``d_model``; ``depth`` is the ResNet depth (``6n+2``), the MLP's number of
-    normalized layers or the Transformer's number of encoder layers.
-    ``schedule_steps`` is the length ``n_steps`` of ``linear_warmup``, the time constant
-    ``tau`` of ``exponential_warmup`` or the single milestone of ``step_decay`` (decay
-    by 0.1); ``None`` gives ``steps // 10`` for the warm-ups and ``steps // 2`` for the
-    decay.  ``n_samples`` sizes the
-    synthetic data sets; ``data_root`` is where CIFAR is read from (never downloaded).
-    """
-
-    arch: str = "resnet"
-    depth: int = 20
-    shortcuts: bool = True
-    norm: str | None = None
-    norm_position: str = "post"
-    affine: bool = True
-    width: int | None = None
-    width_multiplier: float = 1.0
-    data: str = "digits"
-    data_root: str | None = None
-    n_samples: int = 2048
-    steps: int = 100
-    batch_size: int = 64
-    lr: float = 0.1
-    schedule: str = "constant"
-    schedule_steps: int | None = None
-    optimizer: str = "sgd"
-    momentum: float = 0.0
-    weight_decay: float = 0.0
-    drift: bool = False
-    drift_projected: bool = False
-    device: str = "auto"
-    seed: int = 0
-    sync_every: int = 50
-    checkpoint_every: int = 100
-    sweep_critical_lr: bool = False
-
-    def __post_init__(self) -> None:
-        _choice("arch", self.arch, ARCHS)
-        check_int("depth", self.depth, minimum=1)
-        if self.arch == "resnet" and (self.depth < 8 or (self.depth - 2) % 6):
-            raise ValueError(f"depth must be 6n+2 (8, 14, 20, 56, 110, ...) for arch "
-                             f"'resnet', got {self.depth}")
-        for name in ("shortcuts", "affine", "drift", "drift_projected", "sweep_critical_lr"):
-            if not isinstance(getattr(self, name), bool):
-                raise ValueError(f"{name} must be a bool, got {getattr(self, name)!r}")
-        if self.norm is not None:
-            _choice("norm", self.norm, _NORMS[self.arch], f" for arch {self.arch!r}")
-        _choice("norm_position", self.norm_position, ("post", "pre"))
-        if self.width is not None:
-            check_int("width", self.width, minimum=1)
-        check_positive("width_multiplier", self.width_multiplier)
-        _choice("data", self.data, DATA)
-        if (self.arch == "transformer") != (self.data == "sequences"):
-            raise ValueError(f"data {self.data!r} does not fit arch {self.arch!r}: the "
-                             "transformer takes 'sequences', the others take images")
-        check_int("n_samples", self.n_samples, minimum=2)
-        check_int("steps", self.steps, minimum=1)
-        check_int("batch_size", self.batch_size, minimum=2)
-        check_positive("lr", self.lr)
-        _choice("schedule", self.schedule, SCHEDULES)
-        if self.schedule_steps is not None:
-            check_int("schedule_steps", self.schedule_steps, minimum=1)
-        _choice("optimizer", self.optimizer, OPTIMIZERS)
-        check_in_range("momentum", self.momentum, 0.0, 1.0)
-        if self.optimizer == "adam" and self.momentum:
-            raise ValueError("momentum applies to optimizer 'sgd' only (adam uses its "
-                             f"default betas), got {self.momentum}")
-        check_nonnegative("weight_decay", self.weight_decay)
-        _choice("device", self.device, DEVICES)
-        check_int("seed", self.seed)
-        check_int("sync_every", self.sync_every, minimum=1)
-        check_int("checkpoint_every", self.checkpoint_every, minimum=1)
-        if self.data in ("cifar10", "cifar100") and self.data_root is None \
-                and not os.environ.get("NORMDYN_DATA"):
-            raise ValueError(f"data_root is required for data {self.data!r} (or set "
-                             "NORMDYN_DATA); datasets are never downloaded")
-
-    def resolved(self) -> dict[str, Any]:
-        """All fields with the architecture defaults filled in (JSON-serializable)."""
-        out = dataclasses.asdict(self)
-        out["norm"] = self.norm or _DEFAULT_NORM[self.arch]
-        out["width"] = self.width or _DEFAULT_WIDTH[self.arch]
-        if self.schedule in ("constant", "critical_warmup"):
-            out["schedule_steps"] = None  # these schedules take no length
-        elif out["schedule_steps"] is None:
-            out["schedule_steps"] = max(1, self.steps // (2 if self.schedule == "step_decay"
-                                                          else 10))
-        if self.data in ("cifar10", "cifar100") and out["data_root"] is None:
-            out["data_root"] = os.environ["NORMDYN_DATA"]
-        for key in ("lr", "momentum", "weight_decay", "width_multiplier"):
-            out[key] = float(out[key])
-        return out
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> RunConfig:
-        """A config from a (resolved) dict; unknown keys raise ``ValueError``."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - names)
-        if unknown:
-            raise ValueError(f"config has unknown fields {unknown}")
-        return cls(**values)
-
-
-def _choice(name: str, value: Any, options: Sequence[str], where: str = "") -> None:
-    if value not in options:
-        raise ValueError(f"{name} must be one of {', '.join(map(repr, options))}{where}, "
-                         f"got {value!r}")
-
-
-def resolve_device(requested: str) -> torch.device:
-    """``auto``: CUDA when available, else CPU.  ``cuda`` without CUDA: ``ValueError``."""
-    _choice("device", requested, DEVICES)
-    if requested == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device 'cuda' requested but CUDA is not available "
-                         "(use --device auto or cpu)")
-    if requested == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(requested)
-
-
-def steps_path(out_dir: str | Path) -> Path:
-    """The per-step table written by :func:`run_training` (CSV or parquet)."""
-    out_dir = Path(out_dir)
-    for name in ("steps.parquet", "steps.csv"):
-        if (out_dir / name).is_file():
-            return out_dir / name
-    raise FileNotFoundError(f"no steps.csv or steps.parquet in {out_dir}")
-
-
-def load_run(out_dir: str | Path) -> tuple[pd.DataFrame, dict[str, Any]]:
-    """The per-step table and the ``config.json`` of a run directory."""
-    path = steps_path(out_dir)
-    table = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
-    meta = json.loads((Path(out_dir) / CONFIG_FILE).read_text(encoding="utf-8"))
-    return table, meta
 
 
 # --------------------------------------------------------------------------- building
@@ -378,165 +226,11 @@ def drift_gradient(
     return (noise * scale).to(grad.dtype)
 
 
-# --------------------------------------------------------------------------- sweep
-
-
-def _layer_param_names(layers: Sequence[Any]) -> list[str]:
-    names = []
-    for layer in layers:
-        if isinstance(layer, str):
-            names.append(layer)
-        elif hasattr(layer, "param_name"):
-            names.append(str(layer.param_name))
-        else:
-            raise ValueError(f"layers must hold parameter names or ScaleInvariantLayer "
-                             f"objects, got {layer!r}")
-    if not names:
-        raise ValueError("layers must name at least one parameter, got none")
-    return names
-
-
-def _gradients(model: nn.Module, batch: tuple[Tensor, Tensor], loss_fn: Callable) -> dict:
-    model.zero_grad(set_to_none=True)
-    x, y = batch
-    loss_fn(model(x), y).backward()
-    return {n: (None if p.grad is None else p.grad.detach().clone())
-            for n, p in model.named_parameters()}
-
-
-def _elrs(model: nn.Module, grads: dict, names: Sequence[str], lr: float) -> np.ndarray:
-    params = dict(model.named_parameters())
-    g = np.array([float(grads[n].double().norm()) for n in names])
-    w = np.array([float(params[n].detach().double().norm()) for n in names])
-    return gradient_elr.raw(lr, g, w)
-
-
-def default_sweep_lrs(critical_lr: float, *, decades: float = 2.0, n: int = 41) -> np.ndarray:
-    """``n`` log-spaced lrs ``decades`` either side of ``critical_lr`` (and it itself)."""
-    return np.geomspace(critical_lr * 10**-decades, critical_lr * 10**decades, n)
-
-
-def one_step_lr_sweep(
-    model: nn.Module,
-    batch: tuple[Tensor, Tensor],
-    loss_fn: Callable[[Tensor, Tensor], Tensor],
-    lrs: Sequence[float] | np.ndarray | None,
-    layers: Sequence[Any],
-) -> pd.DataFrame:
-    """Measured against predicted ELR spread one SGD step after a common initial state.
-
-    From a deep copy of ``model`` (its training/eval mode kept), the gradient ``g0``
-    at the initial weights on ``batch`` gives the per-unit-lr ELRs ``a0 = |g0|/|w0|``
-    of ``layers`` (parameter names or :class:`ScaleInvariantLayer` objects).  For
-    every ``lr`` the copy takes one plain SGD step ``w = w0 - lr*g0`` on *all*
-    parameters, recomputes the gradients at the new weights on the same batch, and
-    ``spread_measured`` is max/min over ``layers`` of ``lr*|g|/|w|``;
-    ``spread_predicted`` is :func:`~normdyn.theory.numeric.one_step_spread` ``(lr, a0)``
-    (the constant-``c`` model).  ``critical_lr_predicted`` (a column, also in
-    ``.attrs``) is :func:`~normdyn.theory.numeric.critical_lr_of` ``(a0)``.
-    ``lrs=None`` sweeps :func:`default_sweep_lrs` around that prediction.
-    Non-finite measured spreads (a step too large) are recorded as NaN.
-    """
-    names = _layer_param_names(layers)
-    work = copy.deepcopy(model)
-    params = dict(work.named_parameters())
-    missing = [n for n in names if n not in params]
-    if missing:
-        raise ValueError(f"layers name parameters the model does not have: {missing}")
-    w0 = {n: p.detach().clone() for n, p in params.items()}
-    buffers0 = {n: b.detach().clone() for n, b in work.named_buffers()}
-    g0 = _gradients(work, batch, loss_fn)
-    if any(g0[n] is None for n in names):
-        raise ValueError("some layers received no gradient from loss_fn")
-    a0 = _elrs(work, g0, names, 1.0)
-    predicted_critical = critical_lr_of(a0)
-    lr_arr = (default_sweep_lrs(predicted_critical) if lrs is None
-              else check_positive("lrs", lrs).reshape(-1))
-    measured = []
-    for lr in lr_arr:
-        with torch.no_grad():
-            for n, p in params.items():
-                p.copy_(w0[n] if g0[n] is None else w0[n] - float(lr) * g0[n])
-            for n, b in work.named_buffers():
-                b.copy_(buffers0[n])
-        with np.errstate(all="ignore"):
-            e = _elrs(work, _gradients(work, batch, loss_fn), names, float(lr))
-            spread = e.max() / e.min() if np.all(np.isfinite(e)) and e.min() > 0 else np.nan
-        measured.append(float(spread))
-    frame = pd.DataFrame({
-        "lr": lr_arr,
-        "spread_measured": measured,
-        "spread_predicted": np.asarray(one_step_spread(lr_arr, a0)).reshape(-1),
-        "critical_lr_predicted": predicted_critical,
-    })
-    frame.attrs["critical_lr_predicted"] = predicted_critical
-    frame.attrs["a0"] = a0.tolist()
-    return frame
-
-
 # --------------------------------------------------------------------------- training
 
 
 class _Interrupted(Exception):
     """Internal: ``stop_after`` reached (a clean stop at a step boundary)."""
-
-
-def _capture_rng() -> dict[str, Any]:
-    state: dict[str, Any] = {
-        "python": random.getstate(),
-        "numpy": np.random.get_state(),  # noqa: NPY002 - the legacy global RNG is saved too
-        "torch": torch.get_rng_state(),
-    }
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _restore_rng(state: dict[str, Any]) -> None:
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])  # noqa: NPY002
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def _atomic_torch_save(obj: Any, path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _json_roundtrip(obj: Any) -> Any:
-    return json.loads(json.dumps(obj))
-
-
-def _check_out_dir(out_dir: Path, resolved: dict[str, Any]) -> dict[str, Any] | None:
-    """The existing ``config.json`` of the same config, ``None`` for a fresh directory."""
-    config_path = out_dir / CONFIG_FILE
-    if config_path.is_file():
-        try:
-            existing = json.loads(config_path.read_text(encoding="utf-8"))["config"]
-        except (json.JSONDecodeError, KeyError, TypeError) as exc:
-            raise ValueError(f"out_dir {str(out_dir)!r} has an unreadable {CONFIG_FILE}; "
-                             "refusing to overwrite it") from exc
-        wanted = _json_roundtrip(resolved)
-        if existing != wanted:
-            diff = ", ".join(f"{k}: {existing.get(k)!r} -> {wanted.get(k)!r}"
-                             for k in sorted(set(existing) | set(wanted))
-                             if existing.get(k) != wanted.get(k))
-            raise ValueError(f"out_dir {str(out_dir)!r} holds a run with a different config "
-                             f"({diff}); choose another out_dir or delete it")
-        return existing
-    leftovers = [name for name in _OUTPUT_FILES if (out_dir / name).exists()]
-    if leftovers:
-        raise ValueError(f"out_dir {str(out_dir)!r} holds run files {leftovers} but no "
-                         f"{CONFIG_FILE}; refusing to overwrite them")
-    return None
 
 
 def _tracked_names(model: nn.Module) -> list[str] | None:
