@@ -2,7 +2,8 @@ r"""Vectorized simulators of the norm-level model, all built from :mod:`normdyn.
 
 * :func:`simulate_discrete` -- the discrete map :math:`\sigma^2_{t+1} = \sigma^2_t +
   \eta_t^2c_t^2/\sigma^2_t` (and its momentum/weight-decay extension) over an lr sweep ×
-  layers × seeds, as a tidy frame or a compact :class:`TrajectorySummary`;
+  layers × seeds, as a tidy frame or a compact :class:`TrajectorySummary`
+  (:mod:`~normdyn.simulate.summary`, with :func:`count_flips` and the quantile levels);
 * :func:`continuous_closed_form` and :func:`continuous_ode` -- gradient flow
   :math:`d\sigma^2/dt = \eta^2c^2/\sigma^2`, closed form and ODE route;
 * :mod:`~normdyn.simulate.schedules` -- lr schedules, including the critical-lr warm-up;
@@ -16,11 +17,6 @@ from __future__ import annotations
 from normdyn.simulate.continuous import continuous_closed_form, continuous_ode
 from normdyn.simulate.discrete import (
     COLUMNS,
-    FLIP_RTOL,
-    QUANTILE_NAMES,
-    QUANTILES,
-    TrajectorySummary,
-    count_flips,
     numba_available,
     simulate_discrete,
     update_elr,
@@ -36,6 +32,13 @@ from normdyn.simulate.schedules import (
     linear_warmup,
     make_schedule,
     step_decay,
+)
+from normdyn.simulate.summary import (
+    FLIP_RTOL,
+    QUANTILE_NAMES,
+    QUANTILES,
+    TrajectorySummary,
+    count_flips,
 )
 
 __all__ = [

@@ -1,0 +1,207 @@
+r"""Per-step summaries of simulated ELR trajectories, never a full trajectory.
+
+:class:`TrajectorySummary` holds, per step and run (lr × seed), the scheduled lr, the
+spread :math:`\max_\ell E_\ell/\min_\ell E_\ell`, the :data:`QUANTILES` of the gradient
+ELR over layers (named :data:`QUANTILE_NAMES`) and the number of flips, plus the final
+per-layer state.  :func:`~normdyn.simulate.discrete.simulate_discrete` fills one with
+``record="summary"``; :meth:`TrajectorySummary.from_frame` summarizes a tidy frame.
+
+A *flip* between steps :math:`t-1` and :math:`t` is a pair with
+:math:`(E_{\ell,t-1} - E_{k,t-1})(E_{\ell,t} - E_{k,t}) < 0`, where a pair whose ELRs agree
+to a relative :data:`FLIP_RTOL` counts as tied (:func:`count_flips`).  The quantile
+helpers :func:`quantile_positions` and :func:`sorted_quantiles` read the quantiles of
+rows that are already sorted (numpy's 'linear' method); the numba kernel of
+:mod:`normdyn.simulate.discrete` inlines the same formula.
+
+Everything here is re-exported by :mod:`normdyn.simulate.discrete` and
+:mod:`normdyn.simulate`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+__all__ = [
+    "QUANTILES",
+    "QUANTILE_NAMES",
+    "FLIP_RTOL",
+    "TrajectorySummary",
+    "count_flips",
+    "quantile_positions",
+    "sorted_quantiles",
+]
+
+#: Quantile levels of the per-step ELR summaries and their names.
+QUANTILES: tuple[float, ...] = (0.0, 0.1, 0.5, 0.9, 1.0)
+QUANTILE_NAMES: tuple[str, ...] = ("min", "q10", "median", "q90", "max")
+#: Relative ELR difference below which a pair counts as tied when counting flips; far above
+#: the rounding noise of 1e6 steps (~1e-10), far below any difference that matters.
+FLIP_RTOL = 1e-9
+
+
+def quantile_positions(n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Indices and weights of :data:`QUANTILES` in a sorted row of ``n`` (numpy 'linear')."""
+    virtual = (n - 1) * np.asarray(QUANTILES)
+    lo = np.floor(virtual).astype(np.int64)
+    return lo, np.minimum(lo + 1, n - 1), virtual - lo
+
+
+def sorted_quantiles(srt: np.ndarray, lo: np.ndarray, hi: np.ndarray, g: np.ndarray) -> np.ndarray:
+    """``(..., len(QUANTILES))`` quantiles of rows already sorted along the last axis."""
+    a, b = srt[..., lo], srt[..., hi]
+    d = b - a
+    return np.where(g >= 0.5, b - d * (1.0 - g), a + d * g)
+
+
+def count_flips(prev: np.ndarray, cur: np.ndarray, *, chunk: int = 1 << 22,
+                prev_order: np.ndarray | None = None) -> np.ndarray:
+    r"""Per row, the pairs :math:`(\ell, k)` with :math:`(p_\ell-p_k)(q_\ell-q_k) < 0`.
+
+    ``prev`` and ``cur`` are ``(R, L)`` positive ELRs; a pair within :data:`FLIP_RTOL`
+    (relative) at either step counts as tied, not flipped.  Memory is bounded by ``chunk``
+    pair entries; ``prev_order`` (``argsort`` of ``prev`` along rows) saves a sort.
+    """
+    R, L = prev.shape
+    rows = max(1, chunk // max(L * L, 1))
+
+    def order(x: np.ndarray) -> np.ndarray:
+        d = x[:, :, None] - x[:, None, :]
+        return np.where(np.abs(d) > FLIP_RTOL * np.maximum(x[:, :, None], x[:, None, :]),
+                        np.sign(d), 0.0)
+
+    # Rows whose values, taken in the previous sorted order, are still non-decreasing have
+    # no strict reversal and hence no flip; only the others need the pairwise count.
+    perm = np.argsort(prev, axis=1, kind="stable") if prev_order is None else prev_order
+    moved = np.take_along_axis(cur, perm, axis=1)
+    out = np.zeros(R, dtype=np.int64)
+    todo = np.flatnonzero(np.any(moved[:, 1:] < moved[:, :-1], axis=1))
+    for i in range(0, todo.size, rows):
+        sel = todo[i:i + rows]
+        both = order(prev[sel]) * order(cur[sel])
+        out[sel] = np.count_nonzero(both < 0, axis=(1, 2)) // 2
+    return out
+
+
+@dataclass(frozen=True)
+class TrajectorySummary:
+    r"""Per-step summaries of ``R`` runs (lr × seed), never a full trajectory.
+
+    Arrays: ``step (K,)``; per run ``lr, seed (R,)``; per step and run ``lr_t, spread,
+    flips (K, R)`` and ``quantiles (5, K, R)`` (:data:`QUANTILE_NAMES` of the gradient ELR
+    over layers); final per-layer ``final_sigma2, final_elr, final_update_elr (R, L)``.
+    ``flips[k]`` counts the pairs whose order reversed between steps ``k-1`` and ``k``.
+    """
+
+    step: np.ndarray
+    lr: np.ndarray
+    seed: np.ndarray
+    lr_t: np.ndarray
+    spread: np.ndarray
+    quantiles: np.ndarray
+    flips: np.ndarray
+    final_sigma2: np.ndarray
+    final_elr: np.ndarray
+    final_update_elr: np.ndarray
+
+    @property
+    def runs(self) -> int:
+        return int(self.lr.size)
+
+    @property
+    def layers(self) -> int:
+        return int(self.final_elr.shape[-1])
+
+    @property
+    def total_flips(self) -> np.ndarray:
+        return self.flips.sum(axis=0)
+
+    def quantile(self, name: str) -> np.ndarray:
+        """``(K, R)`` per-step quantile ``name`` (one of :data:`QUANTILE_NAMES`)."""
+        if name not in QUANTILE_NAMES:
+            raise ValueError(f"quantile: unknown name {name!r}; choose from "
+                             f"{', '.join(QUANTILE_NAMES)}")
+        return self.quantiles[QUANTILE_NAMES.index(name)]
+
+    def to_frame(self) -> pd.DataFrame:
+        """One row per (run, step): step, lr, seed, lr_t, spread, elr_<quantile>, flips."""
+        K, R = self.spread.shape
+        data: dict[str, np.ndarray] = {
+            "step": np.tile(self.step, R), "lr": np.repeat(self.lr, K),
+            "seed": np.repeat(self.seed, K), "lr_t": self.lr_t.T.ravel(),
+            "spread": self.spread.T.ravel(),
+        }
+        for i, name in enumerate(QUANTILE_NAMES):
+            data[f"elr_{name}"] = self.quantiles[i].T.ravel()
+        data["flips"] = self.flips.T.ravel()
+        return pd.DataFrame(data)
+
+    def final_frame(self) -> pd.DataFrame:
+        """One row per (run, layer) of the final state."""
+        R, L = self.final_elr.shape
+        return pd.DataFrame({
+            "lr": np.repeat(self.lr, L), "seed": np.repeat(self.seed, L),
+            "layer": np.tile(np.arange(L, dtype=np.int64), R),
+            "sigma2": self.final_sigma2.ravel(), "elr": self.final_elr.ravel(),
+            "update_elr": self.final_update_elr.ravel(),
+        })
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready nested dict (plain floats and ints), one entry per run."""
+        runs = []
+        for r in range(self.runs):
+            runs.append({
+                "lr": float(self.lr[r]), "seed": int(self.seed[r]),
+                "lr_t": self.lr_t[:, r].tolist(), "spread": self.spread[:, r].tolist(),
+                "flips": self.flips[:, r].tolist(), "total_flips": int(self.total_flips[r]),
+                "elr_quantiles": {n: self.quantiles[i, :, r].tolist()
+                                  for i, n in enumerate(QUANTILE_NAMES)},
+                "final_sigma2": self.final_sigma2[r].tolist(),
+                "final_elr": self.final_elr[r].tolist(),
+                "final_update_elr": self.final_update_elr[r].tolist(),
+            })
+        return {"step": self.step.tolist(), "layers": self.layers, "runs": runs}
+
+    @classmethod
+    def from_frame(cls, frame: pd.DataFrame) -> TrajectorySummary:
+        """Summarize a tidy frame (columns as :data:`~normdyn.simulate.discrete.COLUMNS`;
+        ``lr_t`` optional).
+
+        Runs are the ``(seed, lr)`` groups in order of appearance, so ``lr`` must be the
+        run's base lr; flips are counted between consecutive *recorded* steps.
+        """
+        missing = {"step", "layer", "lr", "seed", "elr"} - set(frame.columns)
+        if missing:
+            raise ValueError(f"frame: missing columns {sorted(missing)}")
+        run = frame.groupby(["seed", "lr"], sort=False).ngroup().to_numpy()
+        f = frame.assign(_run=run).sort_values(["_run", "step", "layer"], kind="stable")
+        steps = np.unique(f["step"].to_numpy())
+        R, K = int(run.max()) + 1 if run.size else 0, steps.size
+        L = np.unique(f["layer"].to_numpy()).size
+        if R * K * L != len(f) or R == 0:
+            raise ValueError("frame: expected one row per (run, step, layer) on a full grid")
+
+        def grid(col: str) -> np.ndarray:  # -> (K, R, L)
+            return np.swapaxes(f[col].to_numpy(np.float64).reshape(R, K, L), 0, 1)
+
+        e = grid("elr")
+        srt = np.sort(e, axis=-1)
+        lo, hi, g = quantile_positions(L)
+        flips = np.zeros((K, R), dtype=np.int64)
+        for k in range(1, K):
+            flips[k] = count_flips(e[k - 1], e[k])
+        first = f.groupby("_run", sort=True).first()
+        upd = grid("update_elr") if "update_elr" in f else e
+        return cls(
+            step=steps, lr=first["lr"].to_numpy(np.float64),
+            seed=first["seed"].to_numpy(np.int64),
+            lr_t=grid("lr_t" if "lr_t" in f else "lr")[:, :, 0],
+            spread=srt[..., -1] / srt[..., 0],
+            quantiles=np.moveaxis(sorted_quantiles(srt, lo, hi, g), -1, 0),
+            flips=flips,
+            final_sigma2=grid("sigma2")[-1] if "sigma2" in f else np.full((R, L), np.nan),
+            final_elr=e[-1], final_update_elr=upd[-1],
+        )
