@@ -24,14 +24,13 @@ model leaves out:
 condenses them into a table; :func:`measure_u_growth` and :func:`measure_equilibrium`
 measure the two momentum predictions of THEORY §5.
 
-The norm-level model is :func:`normdyn.simulate.discrete.simulate_discrete` when that
-module is importable, otherwise :func:`norm_level_model`, a plain loop over
-``norm_step.raw`` / ``momentum_norm_step.raw`` (``df.attrs["model"]`` says which).
+The norm-level model is :func:`normdyn.simulate.discrete.simulate_discrete`, or on request
+:func:`norm_level_model`, a plain loop over ``norm_step.raw`` / ``momentum_norm_step.raw``
+that cross-checks it (``df.attrs["model"]`` says which).
 """
 
 from __future__ import annotations
 
-import inspect
 import math
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -41,6 +40,7 @@ import pandas as pd
 from scipy.optimize import brentq
 
 from normdyn._checks import check_in_range, check_int, check_nonnegative, check_positive
+from normdyn.simulate.discrete import simulate_discrete
 from normdyn.simulate.discrete import update_elr as model_update_elr
 from normdyn.simulate.drift import _elements, _per_layer, _seeds, simulate_drift
 from normdyn.theory.numeric import (
@@ -108,27 +108,14 @@ def norm_level_model(sigma2_0: Any, c: Any, lr: float, steps: int, *, momentum: 
     })
 
 
-def _discrete_module() -> Any | None:
-    try:
-        from normdyn.simulate import discrete
-    except ImportError:
-        return None
-    return discrete if hasattr(discrete, "simulate_discrete") else None
-
-
 def _model_frame(sigma2_0: np.ndarray, c: np.ndarray, lr: float, steps: int, beta: float,
                  lam: float, model: str) -> pd.DataFrame:
     """Columns step, layer, sigma2, update_elr of the chosen model; ``step`` = steps taken."""
     if model == "norm_step":
         return norm_level_model(sigma2_0, c, lr, steps, momentum=beta, weight_decay=lam)
-    discrete = _discrete_module()
-    if discrete is None:
-        raise ValueError("model='discrete' needs normdyn.simulate.discrete.simulate_discrete")
-    kw: dict[str, Any] = {}
-    if "engine" in inspect.signature(discrete.simulate_discrete).parameters:
-        kw["engine"] = "numpy"  # same values as numba, without its compile time
-    frame = discrete.simulate_discrete(sigma2_0, c, lr, steps, momentum=beta, weight_decay=lam,
-                                       **kw)
+    # The numpy engine gives the numba kernel's values without its compile time.
+    frame = simulate_discrete(sigma2_0, c, lr, steps, momentum=beta, weight_decay=lam,
+                              engine="numpy")
     frame = frame[["step", "layer", "sigma2", "update_elr"]].copy()
     first = frame[frame["step"] == frame["step"].min()].sort_values("layer")["sigma2"].to_numpy()
     if frame["step"].min() != 0 or not np.allclose(first, sigma2_0, rtol=1e-12, atol=0):
@@ -139,9 +126,7 @@ def _model_frame(sigma2_0: np.ndarray, c: np.ndarray, lr: float, steps: int, bet
 def _resolve_model(model: str) -> str:
     if model not in ("auto", "discrete", "norm_step"):
         raise ValueError(f"model must be 'auto', 'discrete' or 'norm_step', got {model!r}")
-    if model == "auto":
-        return "discrete" if _discrete_module() is not None else "norm_step"
-    return model
+    return "discrete" if model == "auto" else model
 
 
 # ----------------------------------------------------------------------------- comparison
@@ -176,8 +161,8 @@ def compare_drift_discrete(
     taken: ``sigma2_*`` is :math:`\lVert w\rVert^2` after ``step`` steps (``step = 0`` is
     the shared initial state) and ``update_elr_*`` that of step ``step`` (the next one).
     ``rel_err_x = x_drift / x_model - 1``.  ``record_steps`` keeps only those steps
-    (default: ``0..steps``).  ``model``: ``"auto"`` (the discrete simulator if importable,
-    else :func:`norm_level_model`), ``"discrete"`` or ``"norm_step"``; the choice is in
+    (default: ``0..steps``).  ``model``: ``"auto"`` or ``"discrete"`` (the discrete
+    simulator) or ``"norm_step"`` (:func:`norm_level_model`); the choice is in
     ``frame.attrs["model"]``.
 
     Columns: :data:`COMPARISON_COLUMNS`.
