@@ -443,17 +443,16 @@ def drift_trajectory(
         raise ValueError(f"seed must be a single integer for drift_trajectory, got {seed!r}")
     weights: list[np.ndarray] = []
     grads: list[np.ndarray] = []
-    lrs: list[float] = []
-    holder: dict[str, Any] = {}
+    used_lrs: list[float] = []
+    holder: dict[str, _Engine] = {}
 
     def _keep_vectors(*, w_before: np.ndarray, g: np.ndarray, lrs: np.ndarray,
                       engine: _Engine, **_: Any) -> None:
         weights.append(w_before[0].copy())
         grads.append(g[0].copy())
-        holder["lrs"].append(float(lrs[0]))
+        used_lrs.append(float(lrs[0]))
         holder["engine"] = engine
 
-    holder["lrs"] = lrs
     _run(sigma2_0, c, elements, lr_schedule, steps, momentum=momentum, weight_decay=weight_decay,
          projected=projected, seed=seeds, dtype=dtype, on_step=_keep_vectors, keep_vectors=True)
     elem = _elements(elements)
@@ -468,7 +467,7 @@ def drift_trajectory(
     return DriftTrajectory(
         weights=np.stack(weights),
         grads=np.stack(grads) if grads else np.empty((0, n), dtype=np.dtype(dtype)),
-        lrs=np.asarray(lrs, dtype=np.float64),
+        lrs=np.asarray(used_lrs, dtype=np.float64),
         offsets=np.concatenate([[0], np.cumsum(elem)[:-1]]),
         elements=elem,
     )
