@@ -9,7 +9,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-__all__ = ["atomic_write_text", "atomic_write_json", "atomic_write_frame", "provenance"]
+__all__ = ["atomic_write_text", "atomic_write_json", "atomic_write_frame", "provenance",
+           "config_hash"]
 
 
 def atomic_write_text(path: str | Path, text: str) -> Path:
@@ -76,3 +77,12 @@ def provenance() -> dict[str, str]:
     from normdyn import __version__
 
     return {"normdyn_version": __version__, "git_revision": git_revision()}
+
+
+def config_hash(config: Any) -> str:
+    """A short, stable hash of a JSON-serializable configuration (cache keys)."""
+    import hashlib
+    import json
+
+    text = json.dumps(config, sort_keys=True, default=str)
+    return hashlib.sha1(text.encode("utf-8")).hexdigest()[:10]

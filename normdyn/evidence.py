@@ -1,17 +1,20 @@
 r"""Evidence for the claims report: figure tables, property tests, symbolic checks.
 
-A :class:`Part` is one piece of evidence for a claim, with its verdict and the command
-that reproduces it.  The parts come from
+An :class:`~normdyn.estimates.Item` is one graded piece of evidence for a claim, with
+its kind and the command that reproduces it:
 
-* the figure CSVs of ``normdyn figures`` (:func:`load_tables`, graded by the
-  ``verdict_*`` functions of :mod:`normdyn.verdicts`),
-* the symbolic checks (:func:`normdyn.theory.run_claims`), and
-* the Hypothesis property tests behind the theorem claims (:data:`PROPERTY_TESTS`,
-  :func:`run_property_tests`).
+* ``real`` items come from measured torch runs with real gradients (the figure CSVs,
+  graded by :mod:`normdyn.measured`), each with its statistic, 95% interval, seeds,
+  threshold and control;
+* ``model`` items say whether our model agrees: the symbolic checks
+  (:func:`normdyn.theory.run_claims`), the Hypothesis property tests
+  (:data:`PROPERTY_TESTS`), the simulations and the drift runs (:mod:`normdyn.verdicts`);
+* ``diagnostic`` items are shown and never graded.
 
-Several parts of one claim are combined by :func:`combine`: *required* parts (e.g.
-theory **and** practice for the warm-up) must all be tested, otherwise the verdict is at
-most ``partly``; *supporting* parts that were not tested are ignored.
+:func:`combine` keeps the two apart: a claim about trained networks
+(``subject="networks"``) takes its verdict from its real items only, and its ``theory``
+field from its model items; a claim about the model (``subject="model"``) is graded by
+its model items, and the report says so.
 
 These names are re-exported by :mod:`normdyn.report`, the public entry of the report.
 """
@@ -21,53 +24,89 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from normdyn.verdicts import CONFIRMED, NOT_TESTED, PARTLY, REFUTED, Verdict, _worst
+from normdyn.estimates import (
+    CONFIRMED,
+    MODEL,
+    NOT_TESTED,
+    PARTLY,
+    REAL,
+    REFUTED,
+    Item,
+)
+from normdyn.verdicts import Verdict
 
 __all__ = [
-    "Part",
+    "Item",
+    "SUBJECTS",
+    "THEORY_VALUES",
     "combine",
+    "theory_of",
     "find_figure_csv",
     "load_tables",
     "PROPERTY_TESTS",
     "run_property_tests",
 ]
 
-
-@dataclass(frozen=True)
-class Part:
-    """One piece of evidence for a claim."""
-
-    source: str
-    verdict: str
-    evidence: str
-    required: bool = True
-    command: str = ""
+SUBJECTS = ("networks", "model")
+THEORY_VALUES = ("consistent", "inconsistent", "n/a")
 
 
-def combine(parts: Sequence[Part]) -> Verdict:
-    """Combine evidence: required parts must all be tested; supporting ones may be missing.
-
-    Over the tested parts: all confirmed -> ``confirmed``, all refuted -> ``refuted``,
-    a mixture -> ``partly``.  A required part that was not tested caps the verdict at
-    ``partly`` (and ``not tested`` when nothing was tested at all).
-    """
-    if not parts:
-        return NOT_TESTED, "no evidence"
-    tested = [p for p in parts if p.verdict != NOT_TESTED]
-    evidence = "; ".join(f"[{p.source}: {p.verdict}] {p.evidence}" for p in parts)
+def theory_of(items: Sequence[Item]) -> str:
+    """``consistent`` if every tested model item is confirmed (and one was tested),
+    ``n/a`` if none was tested, else ``inconsistent``."""
+    tested = [i for i in items if i.kind == MODEL and i.verdict != NOT_TESTED]
     if not tested:
-        return NOT_TESTED, evidence
-    verdict = _worst([p.verdict for p in tested])
-    untested_required = [p for p in parts if p.required and p.verdict == NOT_TESTED]
-    if untested_required and verdict == CONFIRMED:
-        verdict = PARTLY
-    return verdict, evidence
+        return "n/a"
+    return "consistent" if all(i.verdict == CONFIRMED for i in tested) else "inconsistent"
+
+
+def _grade_real(items: Sequence[Item]) -> str:
+    real = [i for i in items if i.kind == REAL]
+    tested = [i for i in real if i.verdict != NOT_TESTED]
+    primary = [i for i in real if i.primary]
+    if not tested or all(i.verdict == NOT_TESTED for i in primary):
+        return NOT_TESTED
+    if any(i.verdict == REFUTED for i in primary if i.verdict != NOT_TESTED):
+        return REFUTED
+    if all(i.verdict == CONFIRMED for i in real):
+        return CONFIRMED
+    return PARTLY
+
+
+def _grade_model(items: Sequence[Item]) -> str:
+    model = [i for i in items if i.kind == MODEL]
+    tested = [i for i in model if i.verdict != NOT_TESTED]
+    if not any(i.required for i in tested):
+        return NOT_TESTED
+    if all(i.verdict == REFUTED for i in tested):
+        return REFUTED
+    if all(i.verdict == CONFIRMED for i in tested):
+        untested_required = [i for i in model if i.required and i.verdict == NOT_TESTED]
+        return PARTLY if untested_required else CONFIRMED
+    return PARTLY
+
+
+def combine(items: Sequence[Item], subject: str = "networks") -> tuple[str, str, str]:
+    """``(verdict, theory, evidence text)`` of a claim.
+
+    ``subject="networks"``: the verdict comes from the real items only.  With none
+    tested it is ``not tested``; a refuted primary item refutes; confirmed needs every
+    real item (primary and secondary) confirmed; anything else is ``partly``.
+    ``subject="model"``: the verdict comes from the model items (``not tested`` unless a
+    required one was tested): all confirmed ->
+    confirmed (``partly`` if a required one is untested), all refuted -> refuted,
+    a mixture -> partly.  ``theory`` is :func:`theory_of` the model items either way.
+    """
+    if subject not in SUBJECTS:
+        raise ValueError(f"subject must be one of {SUBJECTS}, got {subject!r}")
+    verdict = _grade_real(items) if subject == "networks" else _grade_model(items)
+    text = "; ".join(f"[{i.kind}: {i.source}: {i.verdict}] {i.evidence}" for i in items)
+    return verdict, theory_of(items), text or "no evidence"
 
 
 # ----------------------------------------------------------------------------- tables
@@ -193,52 +232,78 @@ def run_property_tests(root: str | Path | None = None,
     return out
 
 
-def _property_part(claim_id: str, results: dict[str, dict[str, str]] | None) -> Part | None:
+def _property_item(claim_id: str, results: dict[str, dict[str, str]] | None) -> Item | None:
     if claim_id not in PROPERTY_TESTS:
         return None
     path, pattern = PROPERTY_TESTS[claim_id]
     cmd = f"pytest {path} -k '{pattern.replace('|', ' or ')}'" if pattern != "." \
         else f"pytest {path}"
     if results is None:
-        return Part("property tests", NOT_TESTED, "not run (normdyn report --property-tests)",
-                    False, cmd)
+        return Item(MODEL, "property tests", NOT_TESTED,
+                    "not run (normdyn report --property-tests)", required=False, command=cmd)
     tests = {n: o for n, o in results.get(path, {}).items() if re.search(pattern, n)}
     ran = {n: o for n, o in tests.items() if o != "skipped"}
     if not ran:
-        return Part("property tests", NOT_TESTED, f"no test of {path} ran", False, cmd)
+        return Item(MODEL, "property tests", NOT_TESTED, f"no test of {path} ran",
+                    required=False, command=cmd)
     failed = sorted(n for n, o in ran.items() if o == "failed")
     verdict = CONFIRMED if not failed else REFUTED if len(failed) == len(ran) else PARTLY
     text = f"{len(ran) - len(failed)}/{len(ran)} Hypothesis/property tests passed in {path}"
     if failed:
         text += f" (failed: {', '.join(failed)})"
-    return Part("property tests", verdict, text, False, cmd)
+    return Item(MODEL, "property tests", verdict, text, required=False, command=cmd)
 
 
-# ----------------------------------------------------------------------------- parts
+# ----------------------------------------------------------------------------- items
 
 
-def _fig_part(tables: dict[str, pd.DataFrame], notes: dict[str, str], fig: str,
-              fn: Callable[..., Verdict], profile: str | None, *args: Any,
-              source: str | None = None, required: bool = True) -> Part:
-    cmd = f"normdyn figures --profile {profile or 'quick'} --only {fig}"
+def _figure_command(fig: str, profile: str | None) -> str:
+    return f"normdyn figures --profile {profile or 'quick'} --only {fig}"
+
+
+def _model_item(tables: dict[str, pd.DataFrame], notes: dict[str, str], fig: str,
+                fn: Callable[..., Verdict], profile: str | None, *args: Any,
+                source: str | None = None, required: bool = True) -> Item:
+    """A model-side check of figure ``fig`` (simulation, drift run or flip grid)."""
+    cmd = _figure_command(fig, profile)
     src = source or fig
     if fig not in tables:
-        return Part(src, NOT_TESTED, notes.get(fig, f"{fig}: not run"), required, cmd)
+        return Item(MODEL, src, NOT_TESTED, notes.get(fig, f"{fig}: not run"),
+                    required=required, command=cmd)
     try:
         verdict, evidence = fn(tables[fig], *args)
     except Exception as exc:  # noqa: BLE001 - a malformed table is "not tested", not a crash
         verdict, evidence = NOT_TESTED, f"{fig}: could not evaluate ({type(exc).__name__}: {exc})"
-    return Part(src, verdict, evidence, required, cmd)
+    return Item(MODEL, src, verdict, evidence, required=required, command=cmd)
 
 
-def _symbolic_part(results: dict[str, Any], name: str, required: bool = True) -> Part:
+def _real_items(tables: dict[str, pd.DataFrame], notes: dict[str, str], fig: str,
+                fn: Callable[[pd.DataFrame | None], list[Item]],
+                profile: str | None) -> list[Item]:
+    """The real (measured) items of figure ``fig``, graded by a ``measured.real_*``."""
+    from dataclasses import replace
+
+    cmd = _figure_command(fig, profile)
+    if fig not in tables:
+        return [Item(REAL, f"{fig} real runs", NOT_TESTED, notes.get(fig, f"{fig}: not run"),
+                     command=cmd)]
+    try:
+        items = fn(tables[fig])
+    except Exception as exc:  # noqa: BLE001 - a malformed table is "not tested", not a crash
+        items = [Item(REAL, f"{fig} real runs", NOT_TESTED,
+                      f"could not evaluate ({type(exc).__name__}: {exc})")]
+    return [replace(i, command=cmd) for i in items]
+
+
+def _symbolic_item(results: dict[str, Any], name: str, required: bool = True) -> Item:
     cmd = f"normdyn check --only {name}"
     res = results.get(name)
     if res is None:
-        return Part(f"symbolic:{name}", NOT_TESTED, f"claim {name!r} is not registered",
-                    required, cmd)
+        return Item(MODEL, f"symbolic:{name}", NOT_TESTED,
+                    f"claim {name!r} is not registered", required=required, command=cmd)
     text = res.detail or res.statement
     if res.error:
         text = f"error: {res.error}"
-    return Part(f"symbolic:{name}", CONFIRMED if res.passed else REFUTED,
-                f"SymPy check {'passed' if res.passed else 'FAILED'}: {text}", required, cmd)
+    return Item(MODEL, f"symbolic:{name}", CONFIRMED if res.passed else REFUTED,
+                f"SymPy check {'passed' if res.passed else 'FAILED'}: {text}",
+                required=required, command=cmd)

@@ -4,7 +4,12 @@
 ``normdyn`` package: :func:`figures_dir` finds it relative to the package and raises a
 clear :class:`FileNotFoundError` when it is absent (e.g. an installed wheel).
 
-Each script runs in this process through its ``main(profile, out_dir, refresh)``.  A
+Each script runs in this process through its ``main(profile, out_dir, refresh)``.
+With ``launcher="local"`` or ``"submitit"`` the scripts' planned training runs
+(``plan(profile)``, see :mod:`normdyn.launch`) are trained first, ``jobs`` at a time,
+into the shared run cache ``out_dir/cache``; the scripts then read them from there, so
+their tables are byte-identical to an in-process run.  :func:`plan_figures` lists the
+planned runs without running anything (``normdyn figures --dry-run``).  A
 script that cannot be imported or that raises is recorded as *failed* with the error,
 and the others still run.  :func:`run_figures` writes the manifest
 ``out_dir/figures.json`` (one entry per figure: status, seconds, files, CSV, error),
@@ -35,9 +40,10 @@ __all__ = [
     "run_one",
     "run_figures",
     "read_manifest",
+    "plan_figures",
 ]
 
-PROFILES = ("micro", "quick", "full")
+PROFILES = ("micro", "quick", "deep", "full")
 MANIFEST = "figures.json"
 _SCRIPT = re.compile(r"^(fig\d\d)_[A-Za-z0-9_]+\.py$")
 
@@ -138,6 +144,31 @@ def read_manifest(out_dir: str | Path) -> dict[str, Any] | None:
         return None
 
 
+def _check_profile(profile: str) -> None:
+    if profile not in PROFILES:
+        raise ValueError(f"profile must be one of {', '.join(map(repr, PROFILES))}, "
+                         f"got {profile!r}")
+
+
+def plan_figures(profile: str = "quick", out_dir: str | Path | None = None, *,
+                 only: str | Sequence[str] | None = None):
+    """``(runs frame, in-process figures)``: the planned runs of the selected scripts.
+
+    The frame is :func:`normdyn.launch.plan_frame` (one row per distinct run, with its
+    step count, whether it is already in the cache, and estimated GPU/CPU seconds);
+    the list names the figures that measure only in process (simulations, one-step
+    sweeps).  Nothing is trained.
+    """
+    from normdyn.launch import collect_plan, plan_frame
+
+    _check_profile(profile)
+    out = Path(out_dir) if out_dir is not None else default_out_dir()
+    scripts = select(only)
+    runs = collect_plan(scripts, profile, _import_script)
+    planned = {f for r in runs for f in r.figures}
+    return plan_frame(runs, out / "cache"), [f for f in scripts if f not in planned]
+
+
 def run_figures(
     profile: str = "quick",
     out_dir: str | Path | None = None,
@@ -146,19 +177,34 @@ def run_figures(
     refresh: bool = False,
     progress: bool = True,
     echo: Callable[[str], None] | None = print,
+    launcher: str = "inprocess",
+    jobs: int = 1,
 ) -> list[dict[str, Any]]:
     """Run the selected figure scripts; return one manifest entry per figure.
 
     Progress is shown with tqdm; ``echo`` gets one line per figure with its runtime
     (and the error of a failed one).  The manifest ``out_dir/figures.json`` keeps the
     entries of figures not selected this time from an earlier run of the same profile.
+    ``launcher``/``jobs``: train the planned runs first (see :mod:`normdyn.launch`).
     """
-    if profile not in PROFILES:
-        raise ValueError(f"profile must be one of {', '.join(map(repr, PROFILES))}, "
-                         f"got {profile!r}")
+    from normdyn.launch import LAUNCHERS, collect_plan, launch
+
+    _check_profile(profile)
+    if launcher not in LAUNCHERS:
+        raise ValueError(f"launcher must be one of {', '.join(map(repr, LAUNCHERS))}, "
+                         f"got {launcher!r}")
     out = Path(out_dir) if out_dir is not None else default_out_dir()
     scripts = select(only)
     out.mkdir(parents=True, exist_ok=True)
+    if launcher != "inprocess":
+        if refresh:
+            import shutil
+
+            shutil.rmtree(out / "cache", ignore_errors=True)
+            refresh = False  # the runs below are the fresh measurements
+        runs = collect_plan(scripts, profile, _import_script)
+        launch(runs, out / "cache", figures_dir().parent, launcher=launcher, jobs=jobs,
+               progress=progress)
 
     from tqdm.auto import tqdm
 

@@ -14,8 +14,18 @@ configuration and provenance, and returns a :class:`FigureResult`.
 Profiles
 --------
 ``micro``  seconds per figure; only for the smoke test (numbers are not meaningful).
-``quick``  CPU, about 40 s per figure, all twelve in under 10 minutes on two cores.
+``quick``  CPU, all twelve in under 10 minutes on two cores; >= 3 seeds per real statistic.
+``deep``   CPU, ResNet-56/110 at the standard width on digits, >= 3 seeds, >= 1000 steps
+           where final accuracy is graded; about 90 minutes on two cores, resumable per run.
 ``full``   the paper's settings (ResNet-56/110, thousands of steps); needs a GPU.
+
+Planned runs
+------------
+A script whose measurements are training runs lists them in ``plan(profile)``: the
+:func:`train_run` keyword arguments of every run, in the order ``measure`` uses them.
+``normdyn figures --launcher local|submitit`` trains the planned runs first, in
+parallel processes or as submitit jobs, into the shared run cache; ``measure`` then
+finds each run there, so the tables are byte-identical to an in-process run.
 
 File names encode the configuration: ``<fig>_<slug>_<tag>_<profile>``, e.g.
 ``fig05_spread_vs_lr_L56_steps10_quick``.
@@ -24,7 +34,6 @@ File names encode the configuration: ``<fig>_<slug>_<tag>_<profile>``, e.g.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import shutil
 import tempfile
@@ -38,7 +47,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from normdyn._io import atomic_write_frame, atomic_write_json, provenance
+from normdyn._io import atomic_write_frame, atomic_write_json, config_hash, provenance
 
 __all__ = [
     "PROFILES",
@@ -54,6 +63,8 @@ __all__ = [
     "explosion_profile",
     "spread_of",
     "train_run",
+    "run_dir",
+    "run_device",
     "load_dataset",
     "torch_setup",
     "subplots",
@@ -62,9 +73,11 @@ __all__ = [
     "log_lr_axis",
     "mark_critical_lr",
     "footnote",
+    "long_term_specs",
+    "long_term_measure",
 ]
 
-PROFILES = ("micro", "quick", "full")
+PROFILES = ("micro", "quick", "deep", "full")
 DEFAULT_OUT = Path(__file__).resolve().parent / "out"
 CACHE_DIRNAME = "cache"
 
@@ -128,12 +141,6 @@ def make_stem(figure: str, slug: str, tag: str, profile: str) -> str:
     """``<figure>_<slug>_<tag>_<profile>`` (``tag`` may be empty)."""
     parts = [figure, slug, tag, check_profile(profile)]
     return "_".join(p for p in parts if p)
-
-
-def config_hash(config: Any) -> str:
-    """A short, stable hash of a JSON-serializable configuration."""
-    text = json.dumps(config, sort_keys=True, default=str)
-    return hashlib.sha1(text.encode("utf-8")).hexdigest()[:10]
 
 
 def cached_frame(
@@ -244,7 +251,7 @@ def torch_setup(profile: str) -> str:
 
     if profile == "full" and torch.cuda.is_available():
         return "cuda"
-    if profile != "full":
+    if profile != "full" or not torch.cuda.is_available():
         # The models of the CPU profiles are tiny: one thread is about as fast as two and
         # does not collapse when the cores are shared (measured: 10x slower with two
         # threads on a loaded 2-core machine).
@@ -267,6 +274,22 @@ def load_dataset(name: str, split: str, seed: int = 0) -> tuple[Any, Any]:
     return get_dataset(name, seed=seed, split=split)
 
 
+def run_device(profile: str) -> str:
+    """The device of a profile's training runs, without touching torch's settings."""
+    if profile != "full":
+        return "cpu"
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def run_dir(cache_dir: str | Path, config: dict[str, Any]) -> Path:
+    """Where :func:`train_run` keeps the run of ``config`` under ``cache_dir``."""
+    from normdyn.launch import run_key
+
+    return Path(cache_dir) / "runs" / run_key(config)
+
+
 def train_run(
     cache_dir: str | Path | None, refresh: bool = False, **config: Any,
 ) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:
@@ -282,13 +305,12 @@ def train_run(
     from normdyn.validate.runs import RunConfig, load_run, run_training
 
     cfg = RunConfig(**config)
-    key = config_hash(cfg.resolved())
     if cache_dir is None:
         tmp = tempfile.mkdtemp(prefix="normdyn-run-")
         out = Path(tmp)
     else:
         tmp = None
-        out = Path(cache_dir) / "runs" / f"{cfg.arch}-{key}"
+        out = run_dir(cache_dir, config)
         if refresh and out.exists():
             shutil.rmtree(out)
     try:
@@ -398,30 +420,36 @@ def long_term_stem(figure: str, slug: str, configs: dict, profile: str) -> str:
     return make_stem(figure, slug, f"{arch}_lr{cfg['lr']:g}_steps{cfg['steps']}", profile)
 
 
+def long_term_specs(cfg: dict[str, Any], *, drift: bool,
+                    profile: str) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+    """``(labels, train_run kwargs)`` of figures 2 and 3: per seed, without/with affine."""
+    device = run_device(profile)
+    return [({"seed": seed, "affine": affine},
+             dict(arch="resnet", depth=cfg["depth"], shortcuts=cfg["shortcuts"], affine=affine,
+                  width=cfg["width"], data=cfg["data"], steps=cfg["steps"],
+                  batch_size=cfg["batch_size"], lr=cfg["lr"], momentum=cfg.get("momentum", 0.0),
+                  drift=drift, seed=seed, device=device, checkpoint_every=10**9,
+                  sync_every=min(cfg["steps"], 200)))
+            for seed in cfg["seeds"] for affine in (False, True)]
+
+
 def long_term_measure(cfg: dict[str, Any], *, drift: bool, cache_dir: str | Path | None,
                       refresh: bool, profile: str) -> pd.DataFrame:
     """Runs without and with BN affine parameters (figures 2 and 3); tidy per-layer table."""
-    device = torch_setup(profile)
+    torch_setup(profile)
     frames = []
-    for seed in cfg["seeds"]:
-        for affine in (False, True):
-            table, _, meta = train_run(
-                cache_dir, refresh, arch="resnet", depth=cfg["depth"],
-                shortcuts=cfg["shortcuts"], affine=affine, width=cfg["width"],
-                data=cfg["data"], steps=cfg["steps"], batch_size=cfg["batch_size"],
-                lr=cfg["lr"], drift=drift, seed=seed, device=device,
-                checkpoint_every=10**9, sync_every=min(cfg["steps"], 200),
-            )
-            layers = list(meta["tracked_layers"])
-            index = {name: i for i, name in enumerate(layers)}
-            keep = thin_steps(cfg["steps"], cfg.get("max_points", 2000))
-            t = table[table["step"].isin(keep)].copy()
-            g = t[t["elr"] > 0].groupby("step")["elr"]
-            t["spread"] = t["step"].map(g.max() / g.min())
-            t["affine"] = int(affine)
-            t["seed"] = seed
-            t["layer_index"] = t["layer"].map(index)
-            frames.append(t)
+    for labels, kwargs in long_term_specs(cfg, drift=drift, profile=profile):
+        table, _, meta = train_run(cache_dir, refresh, **kwargs)
+        layers = list(meta["tracked_layers"])
+        index = {name: i for i, name in enumerate(layers)}
+        keep = thin_steps(cfg["steps"], cfg.get("max_points", 2000))
+        t = table[table["step"].isin(keep)].copy()
+        g = t[t["elr"] > 0].groupby("step")["elr"]
+        t["spread"] = t["step"].map(g.max() / g.min())
+        t["affine"] = int(labels["affine"])
+        t["seed"] = labels["seed"]
+        t["layer_index"] = t["layer"].map(index)
+        frames.append(t)
     return pd.concat(frames, ignore_index=True)[list(LONG_TERM_COLUMNS)]
 
 

@@ -44,6 +44,8 @@ CONFIGS = {
               "steps": 6, "lr": 0.1, "seeds": [0]},
     "quick": {"depth": 20, "width": 8, "shortcuts": False, "data": "digits",
               "batch_size": 64, "steps": 600, "lr": 0.1, "seeds": [0]},
+    "deep": {"depth": 56, "width": 16, "shortcuts": False, "data": "digits",
+             "batch_size": 64, "steps": 1000, "lr": 0.1, "seeds": [0]},
     "full": {"depth": 56, "width": 16, "shortcuts": False, "data": "cifar10",
              "batch_size": 128, "steps": 20000, "lr": 0.1, "seeds": [0], "max_points": 3000},
 }
@@ -51,6 +53,12 @@ CONFIGS = {
 
 def output_stem(profile: str) -> str:
     return C.long_term_stem(FIGURE, SLUG, CONFIGS, profile)
+
+
+def plan(profile: str) -> list[dict]:
+    """The training runs of ``profile`` (:func:`paper_figures._common.train_run` kwargs)."""
+    cfg = C.config_for(CONFIGS, profile)
+    return [kw for _, kw in C.long_term_specs(cfg, drift=DRIFT, profile=profile)]
 
 
 def measure(profile: str = "quick", cache_dir: str | Path | None = None,

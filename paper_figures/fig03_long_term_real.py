@@ -39,11 +39,19 @@ SLUG = "long_term_real"
 TITLE = "Long-term per-layer ELR evolution with real gradients, without/with affine BN"
 COLUMNS = C.LONG_TERM_COLUMNS
 DRIFT = False
-CONFIGS = LONG_TERM_CONFIGS  # the same networks and settings as figure 2
+#: The same networks and settings as figure 2, with >= 3 seeds: these runs are graded.
+CONFIGS = {profile: {**cfg, "seeds": [0] if profile == "micro" else [0, 1, 2]}
+           for profile, cfg in LONG_TERM_CONFIGS.items()}
 
 
 def output_stem(profile: str) -> str:
     return C.long_term_stem(FIGURE, SLUG, CONFIGS, profile)
+
+
+def plan(profile: str) -> list[dict]:
+    """The training runs of ``profile`` (:func:`paper_figures._common.train_run` kwargs)."""
+    cfg = C.config_for(CONFIGS, profile)
+    return [kw for _, kw in C.long_term_specs(cfg, drift=DRIFT, profile=profile)]
 
 
 def measure(profile: str = "quick", cache_dir: str | Path | None = None,

@@ -41,6 +41,8 @@ CONFIGS = {
               "n_log_steps": 10},
     "quick": {"depth": 56, "steps": 5000, "lrs": [0.001, 0.02, 0.3, 3.0],
               "decades_per_layer": 0.06, "n_log_steps": 60},
+    "deep": {"depth": 110, "steps": 5000, "lrs": [0.001, 0.02, 0.3, 3.0],
+             "decades_per_layer": 0.06, "n_log_steps": 60},
     "full": {"depth": 110, "steps": 100000, "lrs": [0.001, 0.01, 0.1, 1.0, 10.0],
              "decades_per_layer": 0.06, "n_log_steps": 120},
 }

@@ -17,9 +17,13 @@ network: from a Kaiming-initialized ResNet NoShort,
 sweep around the predicted :math:`\eta^*` (from the measured per-unit-lr ELRs) and
 measures the spread at the new weights (rows with ``source == "real_one_step"``).
 
-CSV columns (one row per source, depth and lr)
-----------------------------------------------
+The real sweep is repeated for every seed of ``real["seeds"]`` (a fresh initialization
+and batch each): its argmin lr against each seed's own :math:`\eta^*` is graded.
+
+CSV columns (one row per source, depth, seed and lr)
+----------------------------------------------------
 ``source``            ``simulated`` (discrete model) or ``real_one_step`` (torch sweep)
+``seed``              seed of the real sweep (0 for the simulation)
 ``depth``             number of layers of the profile / depth of the ResNet
 ``lr``                constant learning rate
 ``steps``             number of simulated steps
@@ -28,7 +32,7 @@ CSV columns (one row per source, depth and lr)
 ``spread_one_step``   ELR spread after one step predicted by the closed form
                       ``one_step_spread`` (constant ``c``)
 ``initial_spread``    ELR spread before the first step (independent of the lr)
-``critical_lr``       predicted :math:`\eta^*` of the initial state
+``critical_lr``       predicted :math:`\eta^*` of the initial state (per seed)
 """
 
 from __future__ import annotations
@@ -48,22 +52,26 @@ from paper_figures import _common as C  # noqa: E402
 FIGURE = "fig05"
 SLUG = "spread_vs_lr"
 TITLE = "Simulated relative ELR spread after 10 steps vs learning rate (discrete model)"
-COLUMNS = ("source", "depth", "lr", "steps", "spread", "spread_one_step", "initial_spread",
+COLUMNS = ("source", "depth", "seed", "lr", "steps", "spread", "spread_one_step", "initial_spread",
            "critical_lr")
 DECADES_PER_LAYER = 0.06
 CONFIGS = {
     "micro": {"depths": [20], "steps": 10, "lr_min": 1e-4, "lr_max": 1e3, "n_lrs": 29,
               "decades_per_layer": DECADES_PER_LAYER,
               "real": {"depth": 8, "width": 4, "data": "digits", "batch_size": 32,
-                       "n_lrs": 5, "seed": 0}},
+                       "n_lrs": 5, "seeds": [0]}},
     "quick": {"depths": [56], "steps": 10, "lr_min": 1e-4, "lr_max": 1e3, "n_lrs": 281,
               "decades_per_layer": DECADES_PER_LAYER,
               "real": {"depth": 56, "width": 8, "data": "digits", "batch_size": 128,
-                       "n_lrs": 41, "seed": 0}},
+                       "n_lrs": 41, "seeds": [0, 1, 2]}},
+    "deep": {"depths": [56, 110], "steps": 10, "lr_min": 1e-4, "lr_max": 1e3, "n_lrs": 281,
+             "decades_per_layer": DECADES_PER_LAYER,
+             "real": {"depth": 110, "width": 16, "data": "digits", "batch_size": 128,
+                      "n_lrs": 41, "seeds": [0, 1, 2]}},
     "full": {"depths": [20, 56, 110], "steps": 10, "lr_min": 1e-6, "lr_max": 1e4,
              "n_lrs": 1001, "decades_per_layer": DECADES_PER_LAYER,
              "real": {"depth": 56, "width": 16, "data": "digits32", "batch_size": 128,
-                      "n_lrs": 81, "seed": 0}},
+                      "n_lrs": 81, "seeds": [0, 1, 2]}},
 }
 
 
@@ -86,17 +94,18 @@ def _measure(cfg: dict) -> pd.DataFrame:
                                 engine="numpy")
         final = sim[sim["step"] == cfg["steps"]].groupby("lr", as_index=False)["spread"].first()
         frames.append(pd.DataFrame({
-            "source": "simulated", "depth": depth, "lr": final["lr"], "steps": cfg["steps"],
+            "source": "simulated", "depth": depth, "seed": 0, "lr": final["lr"],
+            "steps": cfg["steps"],
             "spread": final["spread"],
             "spread_one_step": one_step_spread(final["lr"].to_numpy(), a),
             "initial_spread": C.spread_of(a), "critical_lr": critical_lr_of(a),
         }))
     if importlib.util.find_spec("torch") is not None:
-        frames.append(_real_one_step(cfg["real"]))
+        frames += [_real_one_step(cfg["real"], seed) for seed in cfg["real"]["seeds"]]
     return pd.concat(frames, ignore_index=True)
 
 
-def _real_one_step(real: dict) -> pd.DataFrame:
+def _real_one_step(real: dict, seed: int) -> pd.DataFrame:
     """One SGD step from a ResNet NoShort at init, for lrs around the predicted eta*."""
     import torch
     import torch.nn.functional as F
@@ -107,8 +116,8 @@ def _real_one_step(real: dict) -> pd.DataFrame:
     from normdyn.validate.runs import default_sweep_lrs, one_step_lr_sweep
 
     torch.set_num_threads(1)
-    X, y = C.load_dataset(real["data"], "train", real["seed"])
-    torch.manual_seed(real["seed"])
+    X, y = C.load_dataset(real["data"], "train", seed)
+    torch.manual_seed(seed)
     model = resnet_cifar(real["depth"], shortcuts=False, width=real["width"],
                          in_channels=int(X.shape[1]))
     batch = (X[: real["batch_size"]], y[: real["batch_size"]])
@@ -118,7 +127,8 @@ def _real_one_step(real: dict) -> pd.DataFrame:
     lrs = default_sweep_lrs(critical_lr_of(a0), n=real["n_lrs"])
     sweep = one_step_lr_sweep(model, batch, F.cross_entropy, lrs, layers)
     return pd.DataFrame({
-        "source": "real_one_step", "depth": real["depth"], "lr": sweep["lr"], "steps": 1,
+        "source": "real_one_step", "depth": real["depth"], "seed": seed, "lr": sweep["lr"],
+        "steps": 1,
         "spread": sweep["spread_measured"], "spread_one_step": sweep["spread_predicted"],
         "initial_spread": C.spread_of(a0), "critical_lr": sweep["critical_lr_predicted"],
     })
@@ -141,7 +151,8 @@ def plot(df: pd.DataFrame, out_dir: str | Path, profile: str) -> list[Path]:
         depths = sorted(d_src["depth"].unique())
         colors = C.layer_colors(len(depths), "plasma")
         for color, depth in zip(colors, depths, strict=True):
-            d = d_src[d_src["depth"] == depth].sort_values("lr")
+            d = d_src[(d_src["depth"] == depth) & (d_src["seed"] == d_src["seed"].min())]
+            d = d.sort_values("lr")
             steps = int(d["steps"].iloc[0])
             eta = float(d["critical_lr"].iloc[0])
             what = "measured" if source == "real_one_step" else "simulated"
@@ -161,7 +172,7 @@ def plot(df: pd.DataFrame, out_dir: str | Path, profile: str) -> list[Path]:
         ax.set_ylabel(r"ELR spread $\max_\ell E_\ell / \min_\ell E_\ell$")
         ax.set_title(titles[source])
         ax.legend(loc="upper left")
-    C.footnote(fig, profile, "dash-dot: initial spread")
+    C.footnote(fig, profile, "dash-dot: initial spread; real panel: first seed")
     return C.save_figure(fig, out_dir, output_stem(profile))
 
 

@@ -42,11 +42,14 @@ COLUMNS = ("shortcuts", "depth", "lr", "seed", "steps", "spread_init", "spread_m
 CHANCE = {"digits": 0.1, "cifar10": 0.1, "cifar100": 0.01, "synthetic": 0.1}
 CONFIGS = {
     "micro": {"depths": [8], "lrs": [0.1, 3.0], "width": 4, "data": "digits",
-              "batch_size": 32, "steps": 4, "seeds": [0]},
+              "batch_size": 32, "steps": 4, "momentum": 0.0, "seeds": [0]},
     "quick": {"depths": [8, 20, 38], "lrs": [0.03, 0.3, 3.0], "width": 4, "data": "digits",
-              "batch_size": 64, "steps": 120, "seeds": [0]},
+              "batch_size": 64, "steps": 120, "momentum": 0.0, "seeds": [0, 1, 2]},
+    "deep": {"depths": [56, 110], "lrs": [0.05, 0.5], "width": 16, "data": "digits",
+             "batch_size": 64, "steps": 1000, "momentum": 0.9, "seeds": [0, 1, 2]},
     "full": {"depths": [20, 56, 110], "lrs": [0.01, 0.03, 0.1, 0.3, 1.0, 3.0], "width": 16,
-             "data": "cifar10", "batch_size": 128, "steps": 5000, "seeds": [0, 1]},
+             "data": "cifar10", "batch_size": 128, "steps": 5000, "momentum": 0.9,
+             "seeds": [0, 1, 2]},
 }
 
 
@@ -56,21 +59,31 @@ def output_stem(profile: str) -> str:
     return C.make_stem(FIGURE, SLUG, f"L{depths}_{cfg['data']}_steps{cfg['steps']}", profile)
 
 
-def _one(cfg: dict, shortcuts: bool, depth: int, lr: float, seed: int, cache_dir,
-         refresh: bool, device: str) -> dict:
-    table, metrics, meta = C.train_run(
-        cache_dir, refresh, arch="resnet", depth=depth, shortcuts=shortcuts,
-        width=cfg["width"], data=cfg["data"], steps=cfg["steps"],
-        batch_size=cfg["batch_size"], lr=lr, seed=seed, device=device,
-        checkpoint_every=10**9, sync_every=min(cfg["steps"], 200),
-    )
+def _specs(cfg: dict, profile: str) -> list[tuple[dict, dict]]:
+    device = C.run_device(profile)
+    return [({"seed": seed, "shortcuts": shortcuts, "depth": depth, "lr": float(lr)},
+             dict(arch="resnet", depth=depth, shortcuts=shortcuts, width=cfg["width"],
+                  data=cfg["data"], steps=cfg["steps"], batch_size=cfg["batch_size"],
+                  lr=float(lr), momentum=cfg["momentum"], seed=seed, device=device,
+                  checkpoint_every=10**9, sync_every=min(cfg["steps"], 200)))
+            for seed in cfg["seeds"] for shortcuts in (False, True)
+            for depth in cfg["depths"] for lr in cfg["lrs"]]
+
+
+def plan(profile: str) -> list[dict]:
+    """The training runs of ``profile`` (:func:`paper_figures._common.train_run` kwargs)."""
+    return [kw for _, kw in _specs(C.config_for(CONFIGS, profile), profile)]
+
+
+def _row(cfg: dict, labels: dict, table: pd.DataFrame, metrics: pd.DataFrame,
+         meta: dict) -> dict:
     g = table[(table["elr"] > 0) & np.isfinite(table["elr"])].groupby("step")["elr"]
     spread = (g.max() / g.min()).to_numpy()
     diverged = meta.get("status") == "diverged"
     tail = max(1, len(metrics) // 10)
     return {
-        "shortcuts": int(shortcuts), "depth": depth, "lr": lr, "seed": seed,
-        "steps": cfg["steps"],
+        "shortcuts": int(labels["shortcuts"]), "depth": labels["depth"], "lr": labels["lr"],
+        "seed": labels["seed"], "steps": cfg["steps"],
         "spread_init": float(spread[0]) if spread.size else np.nan,
         "spread_mean": float(np.exp(np.log(spread).mean())) if spread.size else np.nan,
         "spread_max": float(spread.max()) if spread.size else np.nan,
@@ -82,10 +95,9 @@ def _one(cfg: dict, shortcuts: bool, depth: int, lr: float, seed: int, cache_dir
 
 
 def _measure(cfg: dict, cache_dir, refresh: bool, profile: str) -> pd.DataFrame:
-    device = C.torch_setup(profile)
-    rows = [_one(cfg, shortcuts, depth, float(lr), seed, cache_dir, refresh, device)
-            for seed in cfg["seeds"] for shortcuts in (False, True)
-            for depth in cfg["depths"] for lr in cfg["lrs"]]
+    C.torch_setup(profile)
+    rows = [_row(cfg, labels, *C.train_run(cache_dir, refresh, **kwargs))
+            for labels, kwargs in _specs(cfg, profile)]
     return pd.DataFrame(rows)
 
 
@@ -126,10 +138,13 @@ def plot(df: pd.DataFrame, out_dir: str | Path, profile: str) -> list[Path]:
     C.log_lr_axis(ax)
     ax.set_ylabel("final test accuracy")
     ax.set_title("accuracy vs lr")
-    d = df[np.isfinite(df["spread_mean"])]
-    rho = float(np.log(d["spread_mean"]).corr(d["final_accuracy"], method="spearman")) \
-        if len(d) > 2 else float("nan")
-    C.footnote(fig, profile, f"Spearman(log spread, accuracy) = {rho:.2f}")
+    from normdyn.measured import within_cell_spearman
+
+    d = df[np.isfinite(df["spread_mean"]) & (df["spread_mean"] > 0)]
+    cells = (d["depth"].astype(str) + "|" + d["lr"].astype(str)).to_numpy()
+    rho = within_cell_spearman(np.log(d["spread_mean"].to_numpy()),
+                               d["final_accuracy"].to_numpy(), cells)
+    C.footnote(fig, profile, f"within-(depth, lr) Spearman(log spread, accuracy) = {rho:.2f}")
     return C.save_figure(fig, out_dir, output_stem(profile))
 
 

@@ -6,7 +6,10 @@ layer) under random gradients of the modeled norm, orthogonal to :math:`w`
 :math:`\beta \in` ``momenta`` at one constant lr.  The theory (THEORY §5) says that
 :math:`u = E_{\mathrm{update}}^{-2}` grows by :math:`2(1+\beta)/(1-\beta)` per step
 (:func:`normdyn.theory.numeric.momentum_u_growth`), so the ratios converge faster.
-*real*: a ResNet NoShort trained with ``torch.optim.SGD(momentum=beta)`` at the same lr.
+*real*: a ResNet NoShort trained with ``torch.optim.SGD(momentum=beta)`` at the same lr
+for each :math:`\beta` of ``real_momenta``, and the control that separates momentum from
+its larger step: plain SGD (:math:`\beta = 0`) at the same *effective* lr
+:math:`\eta/(1-\beta)` (rows with ``momentum == 0`` and ``lr == eta/(1-beta)``).
 
 Plotted: the spread of the update ELR :math:`\|\Delta w\|/\|w\|` over the steps for each
 :math:`\beta` (drift, real) and the drift :math:`u` against the predicted growth.
@@ -44,15 +47,20 @@ TITLE = "Momentum effect on the ELR spread: drift simulation and real network"
 COLUMNS = ("source", "momentum", "seed", "step", "layer", "layer_index", "lr", "elr",
            "update_elr", "spread")
 CONFIGS = {
-    "micro": {"momenta": [0.0, 0.9], "lr": 0.1, "sim_layers": 4, "elements": 64,
-              "sim_steps": 20, "decades_per_layer": 0.06, "depth": 8, "width": 4,
-              "data": "digits", "batch_size": 32, "steps": 4, "seeds": [0]},
-    "quick": {"momenta": [0.0, 0.5, 0.9], "lr": 0.1, "sim_layers": 20, "elements": 2000,
-              "sim_steps": 2000, "decades_per_layer": 0.06, "depth": 20, "width": 8,
-              "data": "digits", "batch_size": 64, "steps": 300, "seeds": [0]},
-    "full": {"momenta": [0.0, 0.5, 0.9, 0.99], "lr": 0.1, "sim_layers": 56,
-             "elements": 20000, "sim_steps": 20000, "decades_per_layer": 0.06, "depth": 56,
-             "width": 16, "data": "cifar10", "batch_size": 128, "steps": 5000,
+    "micro": {"momenta": [0.0, 0.9], "real_momenta": [0.0, 0.9], "lr": 0.1, "sim_layers": 4,
+              "elements": 64, "sim_steps": 20, "decades_per_layer": 0.06, "depth": 8,
+              "width": 4, "data": "digits", "batch_size": 32, "steps": 4, "seeds": [0]},
+    "quick": {"momenta": [0.0, 0.5, 0.9], "real_momenta": [0.0, 0.9], "lr": 0.1,
+              "sim_layers": 20, "elements": 2000, "sim_steps": 2000, "decades_per_layer": 0.06,
+              "depth": 20, "width": 8, "data": "digits", "batch_size": 64, "steps": 300,
+              "seeds": [0, 1, 2]},
+    "deep": {"momenta": [0.0, 0.5, 0.9], "real_momenta": [0.0, 0.9], "lr": 0.1,
+             "sim_layers": 56, "elements": 2000, "sim_steps": 2000, "decades_per_layer": 0.06,
+             "depth": 56, "width": 16, "data": "digits", "batch_size": 64, "steps": 500,
+             "seeds": [0, 1, 2]},
+    "full": {"momenta": [0.0, 0.5, 0.9, 0.99], "real_momenta": [0.0, 0.9], "lr": 0.1,
+             "sim_layers": 56, "elements": 20000, "sim_steps": 20000, "decades_per_layer": 0.06,
+             "depth": 56, "width": 16, "data": "cifar10", "batch_size": 128, "steps": 5000,
              "seeds": [0, 1, 2]},
 }
 
@@ -89,21 +97,34 @@ def _drift(cfg: dict) -> pd.DataFrame:
     return out
 
 
+def _specs(cfg: dict, profile: str) -> list[tuple[dict, dict]]:
+    """Each real momentum at ``lr``, and SGD at ``lr/(1-beta)`` for each beta > 0."""
+    device = C.run_device(profile)
+    settings = [(beta, cfg["lr"]) for beta in cfg["real_momenta"]]
+    settings += [(0.0, cfg["lr"] / (1 - beta)) for beta in cfg["real_momenta"] if beta > 0]
+    return [({"seed": seed, "momentum": beta, "lr": lr},
+             dict(arch="resnet", depth=cfg["depth"], shortcuts=False, width=cfg["width"],
+                  data=cfg["data"], steps=cfg["steps"], batch_size=cfg["batch_size"], lr=lr,
+                  momentum=beta, seed=seed, device=device, checkpoint_every=10**9,
+                  sync_every=min(cfg["steps"], 200)))
+            for seed in cfg["seeds"] for beta, lr in settings]
+
+
+def plan(profile: str) -> list[dict]:
+    """The training runs of ``profile`` (:func:`paper_figures._common.train_run` kwargs)."""
+    return [kw for _, kw in _specs(C.config_for(CONFIGS, profile), profile)]
+
+
 def _real(cfg: dict, cache_dir, refresh: bool, profile: str) -> pd.DataFrame:
-    device = C.torch_setup(profile)
+    C.torch_setup(profile)
     frames = []
-    for seed in cfg["seeds"]:
-        for beta in cfg["momenta"]:
-            table, _, meta = C.train_run(
-                cache_dir, refresh, arch="resnet", depth=cfg["depth"], shortcuts=False,
-                width=cfg["width"], data=cfg["data"], steps=cfg["steps"],
-                batch_size=cfg["batch_size"], lr=cfg["lr"], momentum=beta, seed=seed,
-                device=device, checkpoint_every=10**9, sync_every=min(cfg["steps"], 200))
-            index = {name: i for i, name in enumerate(meta["tracked_layers"])}
-            frames.append(table.assign(source="real", momentum=beta, seed=seed,
-                                       layer_index=table["layer"].map(index)))
+    for labels, kwargs in _specs(cfg, profile):
+        table, _, meta = C.train_run(cache_dir, refresh, **kwargs)
+        index = {name: i for i, name in enumerate(meta["tracked_layers"])}
+        frames.append(table.assign(source="real", momentum=labels["momentum"],
+                                   seed=labels["seed"], layer_index=table["layer"].map(index)))
     out = pd.concat(frames, ignore_index=True)
-    out["spread"] = _update_spread(out, ["momentum", "seed"])
+    out["spread"] = _update_spread(out, ["momentum", "lr", "seed"])
     return out
 
 
@@ -129,14 +150,16 @@ def plot(df: pd.DataFrame, out_dir: str | Path, profile: str) -> list[Path]:
     seed = sorted(df["seed"].unique())[0]
     for ax, source in ((axes[0, 0], "drift"), (axes[0, 1], "real")):
         d = df[(df["source"] == source) & (df["seed"] == seed)]
-        for beta in momenta:
-            s = d[d["momentum"] == beta].groupby("step")["spread"].first()
-            if s.empty:
-                continue
+        base_lr = float(d["lr"].min()) if len(d) else 0.0
+        for (beta, lr), g in d.groupby(["momentum", "lr"]):
+            s = g.groupby("step")["spread"].first()
+            control = beta == 0 and lr > base_lr * (1 + 1e-9)
             width = max(1, len(s) // 50)
-            ax.plot(s.index + 1, s.values, color=colors[beta], lw=0.4, alpha=0.35)
+            style = dict(color="0.3" if control else colors[beta], ls="--" if control else "-")
+            ax.plot(s.index + 1, s.values, lw=0.4, alpha=0.35, **style)
             ax.plot(s.index + 1, np.exp(np.log(s).rolling(width, min_periods=1).mean()),
-                    color=colors[beta], lw=1.4, label=rf"$\beta$ = {beta:g}")
+                    lw=1.4, **style, label=(rf"SGD at $\eta/(1-\beta)$ = {lr:g} (control)"
+                                            if control else rf"$\beta$ = {beta:g}"))
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.set_xlabel("step + 1")
@@ -159,7 +182,7 @@ def plot(df: pd.DataFrame, out_dir: str | Path, profile: str) -> list[Path]:
     ax.set_ylabel(r"median $u = E_{\rm update}^{-2}$")
     ax.set_title(r"drift: $u$ vs slope $2(1+\beta)/(1-\beta)$ (dotted)")
     ax.legend()
-    C.footnote(fig, profile, f"lr {df['lr'].iloc[0]:g}")
+    C.footnote(fig, profile, f"lr {df['lr'].min():g}")
     return C.save_figure(fig, out_dir, output_stem(profile))
 
 

@@ -2,11 +2,11 @@ r"""Figure 9: constrained-ELR training vs plain SGD at high learning rates.
 
 A ResNet NoShort is trained with ``torch.optim.SGD(lr, momentum, weight_decay)`` and with
 the same optimizer wrapped in :class:`normdyn.optim.ConstrainedELR` (every
-scale-invariant layer moves by the equilibrium update ELR
-:math:`\sqrt{\eta\lambda(2-2\beta-\eta\lambda)/(1-\beta^2)}` from step 0), over a grid
-of lrs reaching far above the usual range.  The lr is that of the scale-invariant
-weights; the other parameters (BatchNorm affine, classifier) use ``min(lr, lr_other)``
-in both methods, so that the comparison isolates the layers the ELR theory is about
+scale-invariant layer turns by the fixed angle ``arctan(target_elr)`` per step, a target
+that does not depend on the lr), over a grid of lrs reaching far above the usual range
+(:func:`normdyn.validate.runs.run_training` with ``constrained_elr``).  The lr is that
+of the scale-invariant weights; the other parameters (BatchNorm affine, classifier) use
+``min(lr, lr_other)`` in both methods (``other_lr``), so that the comparison isolates the layers the ELR theory is about
 (with one lr for everything, the unconstrained classifier and affine parameters break
 both methods alike at lr >= 10).  The ELRs are recorded with
 :class:`normdyn.validate.monitor.ELRMonitor`.  The paper says the constraint stabilizes
@@ -23,12 +23,11 @@ CSV columns (one row per method, lr, seed and step)
 ``spread``         max/min update ELR over the layers at the step
 ``test_accuracy``  test accuracy at the end of the run (0 if it diverged)
 ``diverged``       1 if the run stopped on a non-finite loss or norm
-``target_elr``     constrained target ELR (NaN for SGD)
+``target_elr``     constrained target ELR (NaN for SGD); the same at every lr
 """
 
 from __future__ import annotations
 
-import math
 import sys
 from pathlib import Path
 
@@ -48,13 +47,16 @@ COLUMNS = ("method", "lr", "seed", "step", "loss", "accuracy", "spread", "test_a
 CONFIGS = {
     "micro": {"depth": 8, "width": 4, "data": "digits", "batch_size": 32, "steps": 4,
               "lrs": [0.1, 10.0], "momentum": 0.9, "weight_decay": 5e-4, "lr_other": 0.1,
-              "seeds": [0]},
+              "target_elr": 0.02, "seeds": [0]},
     "quick": {"depth": 20, "width": 8, "data": "digits", "batch_size": 64, "steps": 160,
               "lrs": [0.1, 1.0, 10.0, 100.0], "momentum": 0.9, "weight_decay": 5e-4,
-              "lr_other": 0.1, "seeds": [0, 1]},
+              "lr_other": 0.1, "target_elr": 0.02, "seeds": [0, 1, 2]},
+    "deep": {"depth": 56, "width": 16, "data": "digits", "batch_size": 64, "steps": 1000,
+             "lrs": [0.1, 1.0, 10.0], "momentum": 0.9, "weight_decay": 5e-4,
+             "lr_other": 0.1, "target_elr": 0.02, "seeds": [0, 1, 2]},
     "full": {"depth": 56, "width": 16, "data": "cifar10", "batch_size": 128, "steps": 10000,
              "lrs": [0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0], "momentum": 0.9,
-             "weight_decay": 5e-4, "lr_other": 0.1, "seeds": [0, 1, 2]},
+             "weight_decay": 5e-4, "lr_other": 0.1, "target_elr": 0.02, "seeds": [0, 1, 2]},
 }
 
 
@@ -63,73 +65,42 @@ def output_stem(profile: str) -> str:
     return C.make_stem(FIGURE, SLUG, f"L{cfg['depth']}_NoShort_steps{cfg['steps']}", profile)
 
 
-def _train(cfg: dict, method: str, lr: float, seed: int, device: str) -> pd.DataFrame:
-    import torch
-    import torch.nn.functional as F
-
-    from normdyn._checks import NonFiniteError
-    from normdyn.optim import ConstrainedELR
-    from normdyn.validate.data import make_batches
-    from normdyn.validate.detection import find_scale_invariant
-    from normdyn.validate.models import resnet_cifar
-    from normdyn.validate.monitor import ELRMonitor
-
-    torch.manual_seed(seed)
-    X, y = C.load_dataset(cfg["data"], "train", seed)
-    Xt, yt = C.load_dataset(cfg["data"], "test", seed)
-    model = resnet_cifar(cfg["depth"], shortcuts=False, width=cfg["width"],
-                         in_channels=int(X.shape[1]), num_classes=int(y.max()) + 1).to(device)
-    invariant = {layer.param_name for layer in find_scale_invariant(model)}
-    named = list(model.named_parameters())
-    groups = [{"params": [p for n, p in named if n in invariant], "lr": lr},
-              {"params": [p for n, p in named if n not in invariant],
-               "lr": min(lr, cfg["lr_other"])}]
-    inner = torch.optim.SGD(groups, lr=lr, momentum=cfg["momentum"],
-                            weight_decay=cfg["weight_decay"])
-    opt = ConstrainedELR(inner, model) if method == "constrained" else inner
-    target = float(opt.layer_targets()[0]) if method == "constrained" else math.nan
-    monitor = ELRMonitor(model, inner, sync_every=min(cfg["steps"], 100))
-    batches = make_batches(X, y, cfg["batch_size"], seed=seed)
-    losses, accs, diverged = [], [], False
-    try:
-        for _ in range(cfg["steps"]):
-            xb, yb = next(batches)
-            xb, yb = xb.to(device), yb.to(device)
-            opt.zero_grad()
-            logits = model(xb)
-            loss = F.cross_entropy(logits, yb)
-            if not torch.isfinite(loss):
-                diverged = True
-                break
-            loss.backward()
-            monitor.before_step(loss)
-            opt.step()
-            monitor.after_step()
-            losses.append(float(loss.detach()))
-            accs.append(float((logits.argmax(1) == yb).float().mean()))
-    except NonFiniteError:
-        diverged = True
-    table = monitor.to_dataframe()
-    test_acc = 0.0
-    if not diverged:
-        model.eval()
-        with torch.no_grad():
-            test_acc = float((model(Xt.to(device)).argmax(1) == yt.to(device)).float().mean())
-    ok = table[(table["update_elr"] > 0) & np.isfinite(table["update_elr"])]
-    g = ok.groupby("step")["update_elr"]
-    spread = (g.max() / g.min()).reindex(range(len(losses)))
-    return pd.DataFrame({
-        "method": method, "lr": lr, "seed": seed, "step": np.arange(len(losses)),
-        "loss": losses, "accuracy": accs, "spread": spread.to_numpy(),
-        "test_accuracy": test_acc, "diverged": int(diverged), "target_elr": target,
-    })
+def _specs(cfg: dict, profile: str) -> list[tuple[dict, dict]]:
+    device = C.run_device(profile)
+    return [({"seed": seed, "lr": float(lr), "method": method},
+             dict(arch="resnet", depth=cfg["depth"], shortcuts=False, width=cfg["width"],
+                  data=cfg["data"], steps=cfg["steps"], batch_size=cfg["batch_size"],
+                  lr=float(lr), momentum=cfg["momentum"], weight_decay=cfg["weight_decay"],
+                  other_lr=cfg["lr_other"],
+                  constrained_elr=cfg["target_elr"] if method == "constrained" else None,
+                  seed=seed, device=device, checkpoint_every=10**9,
+                  sync_every=min(cfg["steps"], 200)))
+            for seed in cfg["seeds"] for lr in cfg["lrs"] for method in ("sgd", "constrained")]
 
 
-def _measure(cfg: dict, profile: str) -> pd.DataFrame:
-    device = C.torch_setup(profile)
-    frames = [_train(cfg, method, float(lr), seed, device)
-              for seed in cfg["seeds"] for lr in cfg["lrs"]
-              for method in ("sgd", "constrained")]
+def plan(profile: str) -> list[dict]:
+    """The training runs of ``profile`` (:func:`paper_figures._common.train_run` kwargs)."""
+    return [kw for _, kw in _specs(C.config_for(CONFIGS, profile), profile)]
+
+
+def _measure(cfg: dict, cache_dir, refresh: bool, profile: str) -> pd.DataFrame:
+    C.torch_setup(profile)
+    frames = []
+    for labels, kwargs in _specs(cfg, profile):
+        table, metrics, meta = C.train_run(cache_dir, refresh, **kwargs)
+        diverged = meta.get("status") == "diverged"
+        ok = table[(table["update_elr"] > 0) & np.isfinite(table["update_elr"])]
+        g = ok.groupby("step")["update_elr"]
+        spread = (g.max() / g.min()).reindex(metrics["step"].to_numpy())
+        frames.append(pd.DataFrame({
+            "method": labels["method"], "lr": labels["lr"], "seed": labels["seed"],
+            "step": metrics["step"].to_numpy(), "loss": metrics["loss"].to_numpy(),
+            "accuracy": metrics["accuracy"].to_numpy(), "spread": spread.to_numpy(),
+            "test_accuracy": 0.0 if diverged else float(meta.get("test_accuracy", np.nan)),
+            "diverged": int(diverged),
+            "target_elr": (cfg["target_elr"] if labels["method"] == "constrained"
+                           else np.nan),
+        }))
     return pd.concat(frames, ignore_index=True)
 
 
@@ -138,7 +109,7 @@ def measure(profile: str = "quick", cache_dir: str | Path | None = None,
     """One row per method, lr, seed and step; see the module docstring."""
     cfg = C.config_for(CONFIGS, profile)
     return C.cached_frame(cache_dir, output_stem(profile), cfg,
-                          lambda: _measure(cfg, profile), refresh)
+                          lambda: _measure(cfg, cache_dir, refresh, profile), refresh)
 
 
 def plot(df: pd.DataFrame, out_dir: str | Path, profile: str) -> list[Path]:

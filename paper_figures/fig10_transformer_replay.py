@@ -50,7 +50,9 @@ CONFIGS = {
     "micro": {"positions": ["post"], "depth": 1, "width": 16, "batch_size": 32,
               "n_samples": 256, "steps": 5, "lr": 0.1, "seeds": [0]},
     "quick": {"positions": ["post", "pre"], "depth": 2, "width": 32, "batch_size": 64,
-              "n_samples": 2048, "steps": 400, "lr": 0.1, "seeds": [0]},
+              "n_samples": 2048, "steps": 400, "lr": 0.1, "seeds": [0, 1, 2]},
+    "deep": {"positions": ["post", "pre"], "depth": 6, "width": 64, "batch_size": 64,
+             "n_samples": 4096, "steps": 1000, "lr": 0.1, "seeds": [0, 1, 2]},
     "full": {"positions": ["post", "pre"], "depth": 6, "width": 128, "batch_size": 128,
              "n_samples": 20000, "steps": 5000, "lr": 0.1, "seeds": [0, 1, 2]},
 }
@@ -62,16 +64,26 @@ def output_stem(profile: str) -> str:
                                      f"steps{cfg['steps']}", profile)
 
 
-def _one(cfg: dict, position: str, seed: int, cache_dir, refresh: bool,
-         device: str) -> pd.DataFrame:
+def _specs(cfg: dict, profile: str) -> list[tuple[dict, dict]]:
+    device = C.run_device(profile)
+    return [({"seed": seed, "position": pos},
+             dict(arch="transformer", data="sequences", depth=cfg["depth"], width=cfg["width"],
+                  norm_position=pos, n_samples=cfg["n_samples"], steps=cfg["steps"],
+                  batch_size=cfg["batch_size"], lr=cfg["lr"], seed=seed, device=device,
+                  checkpoint_every=10**9, sync_every=min(cfg["steps"], 200)))
+            for pos in cfg["positions"] for seed in cfg["seeds"]]
+
+
+def plan(profile: str) -> list[dict]:
+    """The training runs of ``profile`` (:func:`paper_figures._common.train_run` kwargs)."""
+    return [kw for _, kw in _specs(C.config_for(CONFIGS, profile), profile)]
+
+
+def _one(labels: dict, table: pd.DataFrame, meta: dict) -> pd.DataFrame:
     from normdyn.simulate import simulate_discrete
     from normdyn.theory.numeric import base_gradient
 
-    table, _, meta = C.train_run(
-        cache_dir, refresh, arch="transformer", data="sequences", depth=cfg["depth"],
-        width=cfg["width"], norm_position=position, n_samples=cfg["n_samples"],
-        steps=cfg["steps"], batch_size=cfg["batch_size"], lr=cfg["lr"], seed=seed,
-        device=device, checkpoint_every=10**9, sync_every=min(cfg["steps"], 200))
+    position, seed = labels["position"], labels["seed"]
     layers = list(meta["tracked_layers"])
     sigma2 = table.pivot(index="step", columns="layer", values="sigma2")[layers]
     grad = table.pivot(index="step", columns="layer", values="grad_norm")[layers]
@@ -94,10 +106,12 @@ def _one(cfg: dict, position: str, seed: int, cache_dir, refresh: bool,
 
 
 def _measure(cfg: dict, cache_dir, refresh: bool, profile: str) -> pd.DataFrame:
-    device = C.torch_setup(profile)
-    return pd.concat([_one(cfg, pos, seed, cache_dir, refresh, device)
-                      for pos in cfg["positions"] for seed in cfg["seeds"]],
-                     ignore_index=True)[list(COLUMNS)]
+    C.torch_setup(profile)
+    frames = []
+    for labels, kwargs in _specs(cfg, profile):
+        table, _, meta = C.train_run(cache_dir, refresh, **kwargs)
+        frames.append(_one(labels, table, meta))
+    return pd.concat(frames, ignore_index=True)[list(COLUMNS)]
 
 
 def measure(profile: str = "quick", cache_dir: str | Path | None = None,

@@ -9,14 +9,16 @@ For several :math:`(\eta, \lambda, \beta)`:
 * ``real`` -- a plain BatchNorm MLP trained with ``torch.optim.SGD(lr, momentum,
   weight_decay)`` (:func:`normdyn.validate.runs.run_training`);
 * ``drift`` -- weight vectors with random tangent gradients of very different base
-  gradients ``c`` (:func:`normdyn.simulate.drift.simulate_drift`).
+  gradients ``c`` (:func:`normdyn.simulate.drift.simulate_drift`): model evidence;
+* ``drift_identity`` -- the drift rows at :math:`\beta = 0`: with projected gradients
+  Pythagoras makes the recurrence exact, so they check the simulator, not the theory.
 
 The measured update ELR is the root mean square over the last ``window`` fraction of the
 steps (the equilibrium balances the expected *squared* step against the decay).
 
 CSV columns (one row per source, configuration, seed and layer)
 ---------------------------------------------------------------
-``source``                ``real`` or ``drift``
+``source``                ``real``, ``drift`` or ``drift_identity``
 ``lr``                    :math:`\eta`
 ``weight_decay``          :math:`\lambda`
 ``momentum``              :math:`\beta`
@@ -53,8 +55,13 @@ CONFIGS = {
     "quick": {"settings": [[0.1, 0.1, 0.0], [0.2, 0.05, 0.0], [0.1, 0.05, 0.0],
                            [0.1, 0.05, 0.5], [0.05, 0.05, 0.9]],
               "steps": 2000, "window": 0.25, "depth": 4, "width": 64, "batch_size": 64,
-              "seeds": [0], "drift_c": [0.1, 1.0, 10.0, 100.0], "drift_elements": 1000,
+              "seeds": [0, 1, 2], "drift_c": [0.1, 1.0, 10.0, 100.0], "drift_elements": 1000,
               "drift_steps": 3000},
+    "deep": {"settings": [[0.1, 0.1, 0.0], [0.2, 0.05, 0.0], [0.1, 0.05, 0.0],
+                          [0.1, 0.05, 0.5], [0.05, 0.05, 0.9]],
+             "steps": 3000, "window": 0.25, "depth": 8, "width": 128, "batch_size": 64,
+             "seeds": [0, 1, 2], "drift_c": [0.1, 1.0, 10.0, 100.0], "drift_elements": 1000,
+             "drift_steps": 3000},
     "full": {"settings": [[0.1, 5e-4, 0.9], [0.1, 5e-3, 0.9], [0.1, 0.05, 0.0],
                           [0.05, 0.05, 0.0], [0.1, 0.02, 0.0], [0.1, 0.05, 0.5],
                           [0.05, 0.05, 0.9]],
@@ -83,33 +90,45 @@ def _window_rms(table: pd.DataFrame, window: float) -> pd.Series:
     return np.sqrt((tail["update_elr"] ** 2).groupby(tail["layer"]).mean())
 
 
+def _specs(cfg: dict, profile: str) -> list[tuple[dict, dict]]:
+    device = C.run_device(profile)
+    return [({"seed": seed, "lr": lr, "weight_decay": wd, "momentum": beta},
+             dict(arch="mlp", data="digits", depth=cfg["depth"], width=cfg["width"],
+                  steps=cfg["steps"], batch_size=cfg["batch_size"], lr=lr, momentum=beta,
+                  weight_decay=wd, seed=seed, device=device, checkpoint_every=10**9,
+                  sync_every=min(cfg["steps"], 200)))
+            for lr, wd, beta in cfg["settings"] for seed in cfg["seeds"]]
+
+
+def plan(profile: str) -> list[dict]:
+    """The training runs of ``profile`` (:func:`paper_figures._common.train_run` kwargs)."""
+    return [kw for _, kw in _specs(C.config_for(CONFIGS, profile), profile)]
+
+
 def _measure(cfg: dict, cache_dir, refresh: bool, profile: str) -> pd.DataFrame:
     from normdyn.simulate.drift import simulate_drift
     from normdyn.theory.numeric import momentum_equilibrium_update_elr_leading as predict
 
-    device = C.torch_setup(profile)
+    C.torch_setup(profile)
     rows = []
-    for lr, wd, beta in cfg["settings"]:
+    for labels, kwargs in _specs(cfg, profile):
+        lr, wd, beta, seed = (labels["lr"], labels["weight_decay"], labels["momentum"],
+                              labels["seed"])
         pred = float(predict(lr, wd, beta))
-        for seed in cfg["seeds"]:
-            table, _, _ = C.train_run(
-                cache_dir, refresh, arch="mlp", data="digits", depth=cfg["depth"],
-                width=cfg["width"], steps=cfg["steps"], batch_size=cfg["batch_size"], lr=lr,
-                momentum=beta, weight_decay=wd, seed=seed, device=device,
-                checkpoint_every=10**9, sync_every=min(cfg["steps"], 200))
-            for layer, value in _window_rms(table, cfg["window"]).items():
-                rows.append({"source": "real", "lr": lr, "weight_decay": wd, "momentum": beta,
-                             "seed": seed, "layer": str(layer), "measured_update_elr": value,
-                             "predicted_update_elr": pred, "steps": cfg["steps"]})
-            c = np.asarray(cfg["drift_c"], dtype=float)
-            sim = simulate_drift(1.0, c, np.full(c.size, cfg["drift_elements"]), lr,
-                                 cfg["drift_steps"], momentum=beta, weight_decay=wd,
-                                 projected=True, seed=seed)
-            for layer, value in _window_rms(sim, cfg["window"]).items():
-                rows.append({"source": "drift", "lr": lr, "weight_decay": wd,
-                             "momentum": beta, "seed": seed, "layer": f"c={c[int(layer)]:g}",
-                             "measured_update_elr": value, "predicted_update_elr": pred,
-                             "steps": cfg["drift_steps"]})
+        table, _, _ = C.train_run(cache_dir, refresh, **kwargs)
+        for layer, value in _window_rms(table, cfg["window"]).items():
+            rows.append({"source": "real", "lr": lr, "weight_decay": wd, "momentum": beta,
+                         "seed": seed, "layer": str(layer), "measured_update_elr": value,
+                         "predicted_update_elr": pred, "steps": cfg["steps"]})
+        c = np.asarray(cfg["drift_c"], dtype=float)
+        sim = simulate_drift(1.0, c, np.full(c.size, cfg["drift_elements"]), lr,
+                             cfg["drift_steps"], momentum=beta, weight_decay=wd,
+                             projected=True, seed=seed)
+        for layer, value in _window_rms(sim, cfg["window"]).items():
+            rows.append({"source": "drift" if beta > 0 else "drift_identity", "lr": lr,
+                         "weight_decay": wd, "momentum": beta, "seed": seed,
+                         "layer": f"c={c[int(layer)]:g}", "measured_update_elr": value,
+                         "predicted_update_elr": pred, "steps": cfg["drift_steps"]})
     frame = pd.DataFrame(rows)
     frame["rel_error"] = frame["measured_update_elr"] / frame["predicted_update_elr"] - 1
     return frame
@@ -126,7 +145,7 @@ def measure(profile: str = "quick", cache_dir: str | Path | None = None,
 def plot(df: pd.DataFrame, out_dir: str | Path, profile: str) -> list[Path]:
     fig, axes = C.subplots(1, 2, width=4.2, height=3.5)
     ax = axes[0, 0]
-    markers = {"real": "o", "drift": "x"}
+    markers = {"real": "o", "drift": "x", "drift_identity": "+"}
     settings = df[["lr", "weight_decay", "momentum"]].drop_duplicates()
     colors = C.layer_colors(len(settings), "tab10")
     for color, (_, s) in zip(colors, settings.iterrows(), strict=True):
@@ -149,13 +168,14 @@ def plot(df: pd.DataFrame, out_dir: str | Path, profile: str) -> list[Path]:
     ax.legend(fontsize=6)
     ax = axes[0, 1]
     labels = [f"{r.lr:g}/{r.weight_decay:g}/{r.momentum:g}" for r in settings.itertuples()]
-    for k, source in enumerate(("real", "drift")):
+    for k, source in enumerate(("real", "drift", "drift_identity")):
         vals = [df[(df["source"] == source) & (df["lr"] == r.lr)
                    & (df["weight_decay"] == r.weight_decay)
                    & (df["momentum"] == r.momentum)]["rel_error"].to_numpy()
                 for r in settings.itertuples()]
-        pos = np.arange(len(vals)) + (k - 0.5) * 0.3
-        ax.boxplot(vals, positions=pos, widths=0.25, showfliers=False,
+        vals = [v if v.size else np.array([np.nan]) for v in vals]
+        pos = np.arange(len(vals)) + (k - 1) * 0.28
+        ax.boxplot(vals, positions=pos, widths=0.22, showfliers=False,
                    patch_artist=True, boxprops={"facecolor": f"C{k}", "alpha": 0.5})
         ax.plot([], [], color=f"C{k}", lw=6, alpha=0.5, label=source)
     ax.axhline(0, color="k", lw=0.8)

@@ -38,6 +38,7 @@ COLUMNS = ("E_l", "E_k", "product", "predicted_flip", "flipped", "n_flips",
 CONFIGS = {
     "micro": {"grid": 21, "lo": 1e-2, "hi": 1e2, "steps": 5},
     "quick": {"grid": 201, "lo": 1e-2, "hi": 1e2, "steps": 50},
+    "deep": {"grid": 201, "lo": 1e-2, "hi": 1e2, "steps": 50},
     "full": {"grid": 401, "lo": 1e-3, "hi": 1e3, "steps": 500},
 }
 

@@ -22,7 +22,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", metavar="DIR", default=None,
                    help="directory with the figure CSVs; the report is written there "
                         "(default: paper_figures/out)")
-    p.add_argument("--profile", default=None, choices=("quick", "full", "micro"),
+    p.add_argument("--profile", default=None, choices=("quick", "deep", "full", "micro"),
                    help="use the CSVs of this profile (default: the last `normdyn figures` "
                         "run in --out, else the newest CSV per figure)")
     p.add_argument("--json", action="store_true", help="print the rows as JSON")

@@ -56,7 +56,12 @@ class RunConfig:
     ``schedule_steps`` is the length ``n_steps`` of ``linear_warmup``, the time constant
     ``tau`` of ``exponential_warmup`` or the single milestone of ``step_decay`` (decay
     by 0.1); ``None`` gives ``steps // 10`` for the warm-ups and ``steps // 2`` for the
-    decay.  ``n_samples`` sizes the
+    decay.  ``schedule="critical_warmup"`` runs the shipped
+    :class:`normdyn.CriticalLRWarmup` (``lr_t = min(lr, eta*_t)`` from the step the
+    optimizer will take).  ``other_lr`` caps the lr of the parameters that are not
+    scale invariant (biases, affines, classifier) at ``min(lr_t, other_lr)``;
+    ``constrained_elr`` wraps the optimizer in :class:`normdyn.ConstrainedELR` with that
+    lr-independent target.  ``n_samples`` sizes the
     synthetic data sets; ``data_root`` is where CIFAR is read from (never downloaded).
     """
 
@@ -79,6 +84,8 @@ class RunConfig:
     optimizer: str = "sgd"
     momentum: float = 0.0
     weight_decay: float = 0.0
+    other_lr: float | None = None
+    constrained_elr: float | None = None
     drift: bool = False
     drift_projected: bool = False
     device: str = "auto"
@@ -119,6 +126,10 @@ class RunConfig:
             raise ValueError("momentum applies to optimizer 'sgd' only (adam uses its "
                              f"default betas), got {self.momentum}")
         check_nonnegative("weight_decay", self.weight_decay)
+        if self.other_lr is not None:
+            check_positive("other_lr", self.other_lr)
+        if self.constrained_elr is not None:
+            check_positive("constrained_elr", self.constrained_elr)
         _choice("device", self.device, DEVICES)
         check_int("seed", self.seed)
         check_int("sync_every", self.sync_every, minimum=1)
@@ -140,8 +151,10 @@ class RunConfig:
                                                           else 10))
         if self.data in ("cifar10", "cifar100") and out["data_root"] is None:
             out["data_root"] = os.environ["NORMDYN_DATA"]
-        for key in ("lr", "momentum", "weight_decay", "width_multiplier"):
-            out[key] = float(out[key])
+        for key in ("lr", "momentum", "weight_decay", "width_multiplier", "other_lr",
+                    "constrained_elr"):
+            if out[key] is not None:
+                out[key] = float(out[key])
         return out
 
     @classmethod

@@ -169,11 +169,25 @@ def _build_model(cfg: dict[str, Any], X: Tensor) -> nn.Module:
                        norm_position=cfg["norm_position"], affine=cfg["affine"])
 
 
-def _build_optimizer(cfg: dict[str, Any], model: nn.Module) -> torch.optim.Optimizer:
+def _build_optimizer(cfg: dict[str, Any], model: nn.Module,
+                     invariant: list[str] | None = None) -> torch.optim.Optimizer:
+    """SGD or Adam; with ``other_lr``, group 0 holds ``invariant`` and group 1 the rest."""
+    params: Any = model.parameters()
+    if cfg.get("other_lr") is not None:
+        keep = set(invariant or [])
+        named = list(model.named_parameters())
+        params = [{"params": [p for n, p in named if n in keep]},
+                  {"params": [p for n, p in named if n not in keep]}]
     if cfg["optimizer"] == "sgd":
-        return torch.optim.SGD(model.parameters(), lr=cfg["lr"], momentum=cfg["momentum"],
+        return torch.optim.SGD(params, lr=cfg["lr"], momentum=cfg["momentum"],
                                weight_decay=cfg["weight_decay"])
-    return torch.optim.Adam(model.parameters(), lr=cfg["lr"], weight_decay=cfg["weight_decay"])
+    return torch.optim.Adam(params, lr=cfg["lr"], weight_decay=cfg["weight_decay"])
+
+
+def _set_lrs(optimizer: torch.optim.Optimizer, lr: float, other_lr: float | None) -> None:
+    """Group 0 (or every group) at ``lr``; with ``other_lr``, group 1 at the smaller."""
+    for i, group in enumerate(optimizer.param_groups):
+        group["lr"] = lr if other_lr is None or i == 0 else min(lr, other_lr)
 
 
 class _Schedule:
@@ -194,7 +208,10 @@ class _Schedule:
             kw = {"tau": float(n)}
         elif name == "step_decay":
             kw = {"milestones": [n]}
-        self.schedule = make_schedule(name, cfg["lr"], **kw)
+        # The critical warm-up of real runs is the shipped CriticalLRWarmup, applied
+        # around optimizer.step(); the schedule itself holds the target constant.
+        self.critical = name == "critical_warmup"
+        self.schedule = make_schedule("constant" if self.critical else name, cfg["lr"], **kw)
         self.needs_norms = bool(self.schedule.state_dependent)
         self._fixed = None if self.needs_norms else self.schedule.lrs(cfg["steps"])
 
@@ -276,22 +293,39 @@ class _Run:
                              f"({len(self.X)}), got {self.cfg['batch_size']}")
         self.model = _build_model(self.cfg, self.X).to(self.device)
         self.model.train()
-        self.optimizer = _build_optimizer(self.cfg, self.model)
         names = _tracked_names(self.model)
         self.scale_invariant = names is not None
         if names is None:
             names = _fallback_names(self.model)
+        self.optimizer = _build_optimizer(self.cfg, self.model, names)
         self.monitor = ELRMonitor(self.model, self.optimizer, names=names,
                                   sync_every=self.cfg["sync_every"])
+        self.stepper: Any = self.optimizer
+        if self.cfg.get("constrained_elr") is not None:
+            from normdyn.optim import ConstrainedELR
+
+            self.stepper = ConstrainedELR(self.optimizer, self.model,
+                                          params=self._named(names),
+                                          target_elr=self.cfg["constrained_elr"])
         self.tracked = list(self.monitor.names)
         params = dict(self.model.named_parameters())
         self.tracked_params = [(n, params[n]) for n in self.tracked]
         self.schedule = _Schedule(self.cfg)
+        self.warmup = None
+        if self.schedule.critical:
+            from normdyn.optim import CriticalLRWarmup
+
+            self.warmup = CriticalLRWarmup(self.optimizer, self.model,
+                                           params=self._named(names))
         self.drift_gen = torch.Generator().manual_seed(_seed_stream(seed, 2))
         self.batches = self._batch_stream(0)
         self.step = 0
         self.metrics: dict[str, list] = {"step": [], "lr": [], "loss": [], "accuracy": []}
         self._pending: list[tuple[int, float, Tensor, Tensor]] = []
+
+    def _named(self, names: list[str]) -> dict[str, Tensor]:
+        params = dict(self.model.named_parameters())
+        return {n: params[n] for n in names}
 
     def _batch_stream(self, skip: int) -> Iterator[tuple[Tensor, Tensor]]:
         from normdyn.validate.data import make_batches
@@ -398,10 +432,14 @@ class _Run:
                                                 projected=self.cfg["drift_projected"]))
         a = self.per_unit_elr() if self.schedule.needs_norms else None
         lr = self.schedule(self.step, a)
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr
+        _set_lrs(self.optimizer, lr, self.cfg.get("other_lr"))
         self.monitor.before_step(loss)
-        self.optimizer.step()
+        if self.warmup is not None:
+            with self.warmup.dampening():
+                lr = float(self.optimizer.param_groups[0]["lr"])
+                self.stepper.step()
+        else:
+            self.stepper.step()
         self.monitor.after_step()
         with torch.no_grad():
             acc = (logits.argmax(dim=1) == y).float().mean()
