@@ -25,7 +25,7 @@ test: $(STAMP)
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 figures: $(STAMP)
-	$(VENV)/bin/normdyn figures
+	$(VENV)/bin/normdyn figures --launcher local --jobs 2
 
 check: $(STAMP)
 	$(VENV)/bin/normdyn check

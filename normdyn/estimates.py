@@ -139,6 +139,9 @@ def across_seeds(values: Sequence[float], statistic: str, *, reference: float = 
                         n_units or 0, math.nan, "Cohen's d")
     mean = float(x.mean())
     sd = float(x.std(ddof=1)) if n > 1 else math.nan
+    # Seeds that agree to rounding (an argmin on the same grid point) have no variance.
+    if n > 1 and sd <= 1e-12 * max(abs(mean), np.finfo(float).tiny):
+        sd = 0.0
     if n > 1 and sd > 0:
         with warnings.catch_warnings():
             # nearly identical seeds: scipy warns of cancellation in the variance, which

@@ -64,6 +64,7 @@ __all__ = [
     "spread_of",
     "train_run",
     "run_dir",
+    "resolve_data",
     "run_device",
     "load_dataset",
     "torch_setup",
@@ -259,6 +260,20 @@ def torch_setup(profile: str) -> str:
     return "cpu"
 
 
+def resolve_data(name: str) -> str:
+    """``name``, except CIFAR without a local copy (``$NORMDYN_DATA`` unset): ``synthetic``.
+
+    The full profile names CIFAR-10; where no local copy exists (never downloaded) its
+    runs use the synthetic 32x32x3 images of the same shape and class count instead, and
+    the run's ``config.json`` records which data it used.
+    """
+    import os
+
+    if name in ("cifar10", "cifar100") and not os.environ.get("NORMDYN_DATA"):
+        return "synthetic"
+    return name
+
+
 def load_dataset(name: str, split: str, seed: int = 0) -> tuple[Any, Any]:
     """``(X, y)`` of data set ``name``; CIFAR is read from ``$NORMDYN_DATA`` (never downloaded)."""
     import os
@@ -426,7 +441,7 @@ def long_term_specs(cfg: dict[str, Any], *, drift: bool,
     device = run_device(profile)
     return [({"seed": seed, "affine": affine},
              dict(arch="resnet", depth=cfg["depth"], shortcuts=cfg["shortcuts"], affine=affine,
-                  width=cfg["width"], data=cfg["data"], steps=cfg["steps"],
+                  width=cfg["width"], data=resolve_data(cfg["data"]), steps=cfg["steps"],
                   batch_size=cfg["batch_size"], lr=cfg["lr"], momentum=cfg.get("momentum", 0.0),
                   drift=drift, seed=seed, device=device, checkpoint_every=10**9,
                   sync_every=min(cfg["steps"], 200)))

@@ -70,7 +70,7 @@ def _specs(cfg: dict, profile: str) -> list[tuple[dict, dict]]:
     device = C.run_device(profile)
     return [({"seed": seed, "lr": float(lr), "drift": drift},
              dict(arch="resnet", depth=cfg["depth"], shortcuts=False, width=cfg["width"],
-                  data=cfg["data"], steps=cfg["step"] + 1, batch_size=cfg["batch_size"],
+                  data=C.resolve_data(cfg["data"]), steps=cfg["step"] + 1, batch_size=cfg["batch_size"],
                   lr=float(lr), drift=drift, seed=seed, device=device,
                   checkpoint_every=10**6, sync_every=cfg["step"] + 1))
             for seed in cfg["seeds"] for lr in cfg["lrs"] for drift in (False, True)]

@@ -104,7 +104,7 @@ def _specs(cfg: dict, profile: str) -> list[tuple[dict, dict]]:
     device = C.run_device(profile)
     return [({"seed": seed, "schedule": label},
              dict(arch="resnet", depth=cfg["depth"], shortcuts=False, width=cfg["width"],
-                  data=cfg["data"], steps=cfg["steps"], batch_size=cfg["batch_size"],
+                  data=C.resolve_data(cfg["data"]), steps=cfg["steps"], batch_size=cfg["batch_size"],
                   lr=cfg["lr"], momentum=cfg["momentum"], schedule=name,
                   schedule_steps=length, seed=seed, device=device, checkpoint_every=10**9,
                   sync_every=min(cfg["steps"], 200)))

@@ -63,7 +63,7 @@ def _specs(cfg: dict, profile: str) -> list[tuple[dict, dict]]:
     device = C.run_device(profile)
     return [({"seed": seed, "shortcuts": shortcuts, "depth": depth, "lr": float(lr)},
              dict(arch="resnet", depth=depth, shortcuts=shortcuts, width=cfg["width"],
-                  data=cfg["data"], steps=cfg["steps"], batch_size=cfg["batch_size"],
+                  data=C.resolve_data(cfg["data"]), steps=cfg["steps"], batch_size=cfg["batch_size"],
                   lr=float(lr), momentum=cfg["momentum"], seed=seed, device=device,
                   checkpoint_every=10**9, sync_every=min(cfg["steps"], 200)))
             for seed in cfg["seeds"] for shortcuts in (False, True)

@@ -104,7 +104,7 @@ def _specs(cfg: dict, profile: str) -> list[tuple[dict, dict]]:
     settings += [(0.0, cfg["lr"] / (1 - beta)) for beta in cfg["real_momenta"] if beta > 0]
     return [({"seed": seed, "momentum": beta, "lr": lr},
              dict(arch="resnet", depth=cfg["depth"], shortcuts=False, width=cfg["width"],
-                  data=cfg["data"], steps=cfg["steps"], batch_size=cfg["batch_size"], lr=lr,
+                  data=C.resolve_data(cfg["data"]), steps=cfg["steps"], batch_size=cfg["batch_size"], lr=lr,
                   momentum=beta, seed=seed, device=device, checkpoint_every=10**9,
                   sync_every=min(cfg["steps"], 200)))
             for seed in cfg["seeds"] for beta, lr in settings]

@@ -69,7 +69,7 @@ def _specs(cfg: dict, profile: str) -> list[tuple[dict, dict]]:
     device = C.run_device(profile)
     return [({"seed": seed, "lr": float(lr), "method": method},
              dict(arch="resnet", depth=cfg["depth"], shortcuts=False, width=cfg["width"],
-                  data=cfg["data"], steps=cfg["steps"], batch_size=cfg["batch_size"],
+                  data=C.resolve_data(cfg["data"]), steps=cfg["steps"], batch_size=cfg["batch_size"],
                   lr=float(lr), momentum=cfg["momentum"], weight_decay=cfg["weight_decay"],
                   other_lr=cfg["lr_other"],
                   constrained_elr=cfg["target_elr"] if method == "constrained" else None,

@@ -43,6 +43,9 @@ def test_degenerate_and_single_seed_estimates():
     same = E.across_seeds([0.3, 0.3, 0.3], "x")
     assert (same.low, same.high) == (0.3, 0.3)
     assert same.method == "exact (zero variance across seeds)"
+    # the same grid point reached by three seeds: equal up to the last bit of a log
+    rounded = E.across_seeds([0.6, 0.6 + 1.1e-16, 0.6 - 1.1e-16], "x")
+    assert rounded.method == "exact (zero variance across seeds)"
     one = E.across_seeds([0.3], "x")
     assert one.method == "one seed: no interval"
     assert E.grade(one, 1.0, 2.0, better="lower") == E.NOT_TESTED

@@ -32,7 +32,7 @@ def test_script_micro_profile_writes_png_pdf_csv(fig, tmp_path):
     for name in ("FIGURE", "TITLE", "COLUMNS", "CONFIGS", "measure", "plot", "main",
                  "output_stem"):
         assert hasattr(module, name), f"{fig} lacks {name}"
-    assert set(module.CONFIGS) == {"micro", "quick", "full"}
+    assert set(module.CONFIGS) == {"micro", "quick", "deep", "full"}
     assert module.FIGURE == fig
     result = module.main(profile="micro", out_dir=tmp_path)
     assert result.ok and result.figure == fig
