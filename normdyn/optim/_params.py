@@ -58,8 +58,9 @@ class Tracked:
 
 
 def name_list(names: Sequence[str], shown: int = _SHOWN) -> str:
-    """``'a', 'b', 'c' and 4 more``: the first ``shown`` names, then a count."""
-    head = ", ".join(repr(n if len(n) <= 60 else n[:57] + "...") for n in names[:shown])
+    """``'a', 'b', 'c' and 4 more``: the first ``shown`` names (middle of names over 40
+    characters elided), then a count."""
+    head = ", ".join(repr(n if len(n) <= 40 else n[:18] + "..." + n[-19:]) for n in names[:shown])
     rest = len(names) - shown
     return head + (f" and {rest} more" if rest > 0 else "")
 

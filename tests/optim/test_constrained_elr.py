@@ -300,3 +300,15 @@ def test_zero_update_stays_zero():
 
 def test_lazy_top_level_export():
     assert normdyn.ConstrainedELR is ConstrainedELR
+
+
+def test_purely_radial_update_leaves_the_weight_unchanged():
+    # zero gradient + weight decay: the inner step only shrinks w, so there is no
+    # tangential direction to turn in; the documented choice is to leave w as it is
+    w = nn.Parameter(torch.tensor([3.0, -4.0], dtype=torch.float64))
+    inner = torch.optim.SGD([w], lr=0.5, weight_decay=0.1)
+    opt = ConstrainedELR(inner, params={"w": w}, target_elr=0.5)
+    w.grad = torch.zeros_like(w)
+    opt.step()
+    assert w.detach().tolist() == [3.0, -4.0]
+    assert float(opt.last_scales[0]) == 0.0
