@@ -27,7 +27,10 @@ through the momentum buffer.  The update ELR of a tracked layer is
 :math:`\lVert w^+ - w\rVert/\lVert w\rVert = 2\sin(\theta/2)`.
 
 *Zero tangential part* (:math:`\tau_\ell = 0`: no gradient signal, or an update along
-:math:`w` only): there is no direction to turn in, and the weight is left unchanged.
+:math:`w` only, e.g. weight decay on a zero gradient): there is no direction to turn in,
+and the weight is left unchanged.  A tangential part at the rounding level of
+:math:`w^{\mathrm{inner}} - w`, :math:`\lVert\tau\rVert \le 16\varepsilon\lVert w\rVert`,
+counts as zero: its direction is rounding noise.
 Untracked parameters (biases, norm affines, the classifier) take the inner optimizer's
 update unchanged; its state (momentum buffers, Adam moments) is never touched.
 Non-finite gradients raise a one-line :class:`FloatingPointError` naming the step and
@@ -97,6 +100,7 @@ from normdyn.theory.numeric import momentum_equilibrium_rotation
 __all__ = ["ConstrainedELR"]
 
 _OWNER = "ConstrainedELR"
+_RESOLVED = 16.0  # |tau| <= 16 eps |w| is not resolved by w_inner - w: treated as tau = 0
 
 
 def _lr(group: dict) -> float:
@@ -259,7 +263,8 @@ class ConstrainedELR(torch.optim.Optimizer):
         scales, out = [], []
         for t, tau, tn, wn, w in zip(targets, tangent, tangent_norms, weight_norms, before,
                                      strict=True):
-            moving = tn > 0
+            # below the rounding level of w - w_inner the direction is noise: count it as 0
+            moving = tn > _RESOLVED * torch.finfo(w.dtype).eps * wn
             # w+ = (w + E |w| tau/|tau|) / sqrt(1 + E^2); tau = 0 leaves w unchanged
             cos = 1.0 / float(np.sqrt(1.0 + t * t))
             scale = torch.where(moving, float(t) * wn / torch.where(moving, tn, 1), 0)
