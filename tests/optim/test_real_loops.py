@@ -350,3 +350,26 @@ def test_every_tracked_layer_is_scale_invariant(component):
                 assert abs(scaled - base) > 1e-3
             else:
                 assert scaled == pytest.approx(base, rel=1e-12), name
+
+
+def test_constrained_step_hooks_fire_around_the_rotation_and_deepcopy_keeps_it_working():
+    model, batches = make_setup(DEPTH, seed=12)
+    opt = ConstrainedELR(torch.optim.SGD(model.parameters(), lr=0.2, momentum=0.9), model, 0.1)
+    seen = []
+    w = model.layer1.linear.weight
+    opt.register_step_pre_hook(lambda o, a, k: seen.append(("pre", w.detach().clone())))
+    opt.register_step_post_hook(lambda o, a, k: seen.append(("post", w.detach().clone())))
+    backward(model, batches[0])
+    w0 = w.detach().clone()
+    opt.step()
+    assert [kind for kind, _ in seen] == ["pre", "post"]
+    assert torch.equal(seen[0][1], w0) and torch.equal(seen[1][1], w.detach())
+    twin_model, twin = copy.deepcopy((model, opt))
+    assert twin.tracked_names == opt.tracked_names and twin.optimizer is not opt.optimizer
+    for m in (model, twin_model):
+        backward(m, batches[1])
+    opt.step()
+    twin.step()
+    for (n, a), (_, b) in zip(model.named_parameters(), twin_model.named_parameters(),
+                              strict=True):
+        assert torch.equal(a, b), n
