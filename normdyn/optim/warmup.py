@@ -95,7 +95,14 @@ import torch
 from torch import Tensor, nn
 
 from normdyn._checks import check_positive
-from normdyn.optim._params import NonFiniteStep, norms, one_line, require_grads, resolve_tracked
+from normdyn.optim._params import (
+    NonFiniteStep,
+    name_list,
+    norms,
+    one_line,
+    require_grads,
+    resolve_tracked,
+)
 from normdyn.optim._steps import check_supported, unit_steps
 from normdyn.theory.numeric import critical_lr_of, gradient_elr, one_step_spread
 
@@ -126,7 +133,8 @@ class CriticalLRWarmup:
         read and written); other classes raise :class:`TypeError`.
     model:
         Module whose scale-invariant layers are tracked (found by
-        :func:`normdyn.validate.detection.find_scale_invariant`).
+        :func:`normdyn.validate.detection.find_scale_invariant`; a ``torch.compile``
+        wrapper is unwrapped).  Frozen layers are skipped, see :attr:`skipped`.
     target_lr:
         ``None`` (default): each group's lr is its target, read again at every step, so
         a torch scheduler can own it.  A positive float, or one per group: written into
@@ -149,7 +157,7 @@ class CriticalLRWarmup:
         ``True`` from the first step with :math:`\\eta^*_t \\ge` target.
     last_critical_lr:
         :math:`\\eta^*` of the last measured step (of the reference group, see the
-        module docstring); ``inf`` when every tracked gradient was zero.
+        module docstring); ``inf`` when every tracked step was zero.
     last_critical_lrs:
         Per group, :math:`\\eta^*_{\\mathrm{ref}} T_g/T_{\\mathrm{ref}}`.
     last_spread:
@@ -162,13 +170,13 @@ class CriticalLRWarmup:
     last_skipped:
         Whether the last :meth:`step` saw non-finite (scaler-skipped) gradients.
     skipped_steps:
-        How many steps were skipped so.
+        How many steps were skipped that way.
     skipped:
         Names of candidate layers left untracked: frozen or not in the optimizer.
 
     Diagnostics are those of the last step that measured the norms: after the warm-up
-    has finished (and ``guard=False``) :meth:`step` does no work.  Layers with an exactly
-    zero gradient carry no ELR and are left out of :math:`\\eta^*` and the spreads.
+    has finished (and ``guard=False``) :meth:`step` does no work.  Layers whose coming step
+    is exactly zero carry no ELR and are left out of :math:`\\eta^*` and the spreads.
     """
 
     def __init__(
@@ -321,10 +329,10 @@ class CriticalLRWarmup:
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Load :meth:`state_dict` output; the tracked names and group count must match."""
         if list(state["tracked"]) != list(self._tracked.names):
-            raise ValueError(
-                "state_dict tracks different parameters: "
-                f"{list(state['tracked'])} != {list(self._tracked.names)}"
-            )
+            theirs, ours = list(state["tracked"]), list(self._tracked.names)
+            raise ValueError(one_line(
+                f"state_dict tracks different parameters: {len(theirs)} saved "
+                f"({name_list(theirs)}), {len(ours)} here ({name_list(ours)})"))
         if len(state["targets"]) != len(self.optimizer.param_groups):
             raise ValueError(
                 f"state_dict has {len(state['targets'])} param groups, the optimizer has "
