@@ -22,6 +22,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from normdyn._checks import NonFiniteError
+
 __all__ = [
     "Tracked",
     "NonFiniteStep",
@@ -40,8 +42,10 @@ MAX_MESSAGE = 300
 _SHOWN = 3
 
 
-class NonFiniteStep(FloatingPointError):
-    """A tracked gradient (or the step computed from it) is NaN or infinite."""
+class NonFiniteStep(NonFiniteError):
+    """A gradient (or the step computed from it) is NaN or infinite.
+
+    A :class:`~normdyn._checks.NonFiniteError`, hence a :class:`FloatingPointError`."""
 
 
 @dataclass(frozen=True)

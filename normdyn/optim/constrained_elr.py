@@ -33,8 +33,8 @@ and the weight is left unchanged.  A tangential part at the rounding level of
 counts as zero: its direction is rounding noise.
 Untracked parameters (biases, norm affines, the classifier) take the inner optimizer's
 update unchanged; its state (momentum buffers, Adam moments) is never touched.
-Non-finite gradients raise a one-line :class:`FloatingPointError` naming the step and
-the layers *before* the inner optimizer runs, so neither weights nor state are written.
+Non-finite gradients raise a one-line :class:`~normdyn._checks.NonFiniteError` (a
+:class:`FloatingPointError`) naming the 0-based step and the layers *before* the inner optimizer runs, so neither weights nor state are written.
 
 **Target.**  ``target_elr`` is a positive float :math:`E` (the same for every layer,
 independent of the lr: the inner lr only matters for the untracked parameters and
@@ -87,6 +87,7 @@ from torch import Tensor, nn
 
 from normdyn._checks import check_positive
 from normdyn.optim._params import (
+    NonFiniteStep,
     name_list,
     nonfinite_message,
     one_line,
@@ -237,7 +238,7 @@ class ConstrainedELR(torch.optim.Optimizer):
         bad = np.flatnonzero(~np.isfinite(stack_to_host(grad_norms)))
         if bad.size:
             names = [self._names.get(id(params[i]), f"param[{i}]") for i in bad]
-            raise FloatingPointError(nonfinite_message(
+            raise NonFiniteStep(nonfinite_message(
                 _OWNER, f" at step {self.step_count}", "gradient", names, len(params)))
 
     @torch.no_grad()
