@@ -29,8 +29,9 @@ Three experiments, each written as a tidy CSV under ``--out-dir`` (atomically):
     SGD momentum 0.9, weight decay 5e-4, at lrs where plain SGD stalls.  The classifier
     (the one untracked layer) has its own group at lr 0.1 in every run, so the comparison
     is about the scale-invariant layers; a ``head_same_lr`` row set puts it at the high lr
-    too.  Methods: ``sgd`` (plain), ``celr_derived`` (:class:`normdyn.ConstrainedELR` with
-    the equilibrium target ``sqrt(2 lr wd/(1+beta))``, i.e. ``target_elr=None``) and
+    too.  Methods: ``sgd`` (plain), ``celr_derived`` (:class:`normdyn.ConstrainedELR`, which
+    turns every tracked layer by ``arctan(target)`` per step at fixed norm, with the
+    equilibrium angle ``tan(theta) ~ sqrt(2 lr wd/(1+beta))``, i.e. ``target_elr=None``) and
     ``celr_0.02`` (fixed target).  Outcome: ``diverged`` (non-finite loss or mean loss of
     the last 20 batches > 10 ln 10), ``stalled`` (test accuracy < 0.5; chance is 0.1, a
     well-trained run exceeds 0.8), else

@@ -1,84 +1,81 @@
-r"""Constrained-ELR training: every scale-invariant layer moves by a fixed relative step.
+r"""Constrained-ELR training: every scale-invariant layer turns by a fixed angle per step.
 
-:meth:`ConstrainedELR.step` replaces ``optimizer.step()``.  For each tracked
-(scale-invariant) weight :math:`w_\ell` it lets the inner optimizer propose its update
-:math:`\Delta w_\ell = w_\ell^{\mathrm{inner}} - w_\ell` and rescales it:
+:meth:`ConstrainedELR.step` replaces ``optimizer.step()``.  The inner optimizer proposes
+its update :math:`\Delta_\ell = w_\ell^{\mathrm{inner}} - w_\ell` for each tracked
+(scale-invariant) weight; only its part tangential to :math:`w_\ell` is kept, as a
+direction, and the weight is turned by :math:`\theta_\ell = \arctan E_\ell` in that
+direction with its norm held (THEORY.md §4, "Constrained ELR"):
 
 .. math::
 
-    w_\ell \leftarrow w_\ell + \Delta w_\ell\,
-        \frac{E_\ell\,\lVert w_\ell\rVert}{\lVert\Delta w_\ell\rVert}
-    \qquad\Longrightarrow\qquad
-    \frac{\lVert w_\ell^{+} - w_\ell\rVert}{\lVert w_\ell\rVert} = E_\ell,
+    \tau_\ell = \Delta_\ell - \frac{\langle\Delta_\ell, w_\ell\rangle}{\lVert w_\ell\rVert^2}w_\ell,
+    \qquad
+    w_\ell^{+} = \lVert w_\ell\rVert\,\bigl(\cos\theta_\ell\,\hat w_\ell
+                 + \sin\theta_\ell\,\hat\tau_\ell\bigr)
+               = \frac{w_\ell + E_\ell\lVert w_\ell\rVert\,\hat\tau_\ell}{\sqrt{1+E_\ell^2}},
 
-so the update ELR of every tracked layer equals the target :math:`E_\ell` exactly and
-the ELR spread is 1 from the first step.  Untracked parameters (biases, norm affines,
-the classifier) take the inner optimizer's update unchanged; the inner optimizer's
-state (momentum buffers, Adam moments) is never touched.  An update with
-:math:`\lVert\Delta w_\ell\rVert = 0` is left at zero.
+so :math:`\tan\angle(w_\ell, w_\ell^+) = E_\ell` and :math:`\lVert w_\ell^+\rVert =
+\lVert w_\ell\rVert` exactly (up to rounding, which random-walks: about
+:math:`\varepsilon\sqrt{t}` after *t* steps).  :math:`E_\ell` is the tangential ELR:
+the per-step gradient ELR of plain SGD on a scale-invariant layer, where
+:math:`\tan\theta = \eta\lVert g\rVert/\lVert w\rVert`.  The radial part of the inner
+update (weight decay, stale momentum) is dropped, so it can neither shrink the norm to 0
+nor, without weight decay, let it grow until the step rounds away (the two failures of
+rescaling the whole update).  For a scale-invariant layer the norm carries no
+information, so holding it loses nothing; weight decay still acts on the *direction*
+through the momentum buffer.  The update ELR of a tracked layer is
+:math:`\lVert w^+ - w\rVert/\lVert w\rVert = 2\sin(\theta/2)`.
 
-**Precision.**  The inner update is recovered as :math:`w^{\mathrm{inner}} - w`, so in
-float32 its direction is resolved only to about
-:math:`\varepsilon\lVert w\rVert/\lVert\Delta w\rVert` per step; the rescale then
-amplifies that rounding by :math:`E\lVert w\rVert/\lVert\Delta w\rVert`.  Keep the inner
-update's own ELR well above :math:`10^{-5}` (do not pair a tiny inner lr with the
-constraint).  Trajectories are chaotic in float32 anyway: two runs that differ only by
-rounding drift apart within tens of steps.
+*Zero tangential part* (:math:`\tau_\ell = 0`: no gradient signal, or an update along
+:math:`w` only, e.g. weight decay on a zero gradient): there is no direction to turn in,
+and the weight is left unchanged.  A tangential part at the rounding level of
+:math:`w^{\mathrm{inner}} - w`, :math:`\lVert\tau\rVert \le 16\varepsilon\lVert w\rVert`,
+counts as zero: its direction is rounding noise.
+Untracked parameters (biases, norm affines, the classifier) take the inner optimizer's
+update unchanged; its state (momentum buffers, Adam moments) is never touched.
+Non-finite gradients raise a one-line :class:`~normdyn._checks.NonFiniteError` (a
+:class:`FloatingPointError`) naming the 0-based step and the layers *before* the inner optimizer runs, so neither weights nor state are written.
 
-**Target.**  ``target_elr`` is a positive float.  With ``target_elr=None`` it is derived
-per group from the group's *current* lr :math:`\eta`, weight decay :math:`\lambda` and
-momentum :math:`\beta` (plain :class:`torch.optim.SGD` only) as the update ELR at the
+**Target.**  ``target_elr`` is a positive float :math:`E` (the same for every layer,
+independent of the lr: the inner lr only matters for the untracked parameters and
+through the update direction).  With ``target_elr=None`` it is derived per group from
+the group's *current* lr :math:`\eta`, weight decay :math:`\lambda` and momentum
+:math:`\beta` (plain :class:`torch.optim.SGD` only) as the angle turned per step at the
 rotational equilibrium of the momentum + weight-decay model (THEORY.md §5,
-:func:`normdyn.theory.numeric.momentum_equilibrium_update_elr`):
+:func:`normdyn.theory.numeric.momentum_equilibrium_rotation`):
 
 .. math::
 
     E_{tan}^2 = \frac{\eta\lambda\,(2 - 2\beta - \eta\lambda)}{1 - \beta^2},\qquad
-    E = \sqrt{2 - 2\sqrt{1 - E_{tan}^2}} \approx \sqrt{\frac{2\eta\lambda}{1+\beta}},
+    E = \frac{E_{tan}}{\sqrt{1 - E_{tan}^2}} \approx \sqrt{\frac{2\eta\lambda}{1+\beta}},
 
-(the tangential part of the step plus the radial part that keeps :math:`\lVert w\rVert`
-fixed at equilibrium; exactly :math:`\sqrt{2\eta\lambda}` at :math:`\beta = 0`).
+the angle towards which plain SGD with the same hyper-parameters drives every layer;
+the constraint imposes it from step 0 (Kosson et al.'s rotational optimizers).  It needs
+:math:`\lambda > 0`; otherwise pass ``target_elr``.  It is re-evaluated at each step, so
+a torch scheduler on the inner optimizer (or on this wrapper: the param groups are the
+same objects) keeps working.
 
-That is the ELR towards which plain SGD with the same hyper-parameters drives every
-layer anyway; the constraint imposes it from step 0 instead of after the transient
-(this is the choice of Kosson et al.'s rotational optimizers).  It needs
-:math:`\lambda > 0` (without weight decay there is no equilibrium and the ELR decays
-like :math:`t^{-1/2}`); otherwise pass ``target_elr``.  Because it is re-evaluated
-each step, a torch scheduler attached to the *inner* optimizer keeps working
-(:math:`E \propto \sqrt{\eta}`).
+**Optimizer protocol.**  :class:`ConstrainedELR` is a :class:`torch.optim.Optimizer`
+whose ``param_groups`` and ``state`` *are* the inner optimizer's, so lr schedulers,
+:class:`normdyn.validate.monitor.ELRMonitor`, ``GradScaler.step`` (which unscales and
+skips non-finite steps before calling :meth:`step`) and step hooks
+(``register_step_pre_hook``/``register_step_post_hook``) work on it.  The inner
+optimizer's own hooks also fire, inside :meth:`step`.
 
-**Relation to LARS/LAMB.**  LARS (You et al., 2017) takes per layer
-:math:`\Delta w = -\eta\,\tau\,\frac{\lVert w\rVert}{\lVert u\rVert}\,u` with
-:math:`u = g + \lambda w`, so its update ELR is :math:`\eta\tau` -- the trust ratio
-:math:`\tau\lVert w\rVert/\lVert u\rVert` fixes the relative step.  Over
-``SGD(momentum=0)`` the inner update is :math:`-\eta' u`, and the rescale gives exactly
-the LARS step with :math:`\eta\tau = E` (any :math:`\eta'`).  Over
-``AdamW(lr, weight_decay=λ)`` the inner update is :math:`-\eta'(r + \lambda w)` with
-:math:`r` Adam's step, and the rescale is exactly LAMB (You et al., 2020, identity
-:math:`\phi`) with learning rate :math:`E`.  With momentum the two differ: LARS applies
-the trust ratio to the gradient *before* the momentum buffer, ConstrainedELR to the
-final update.
-
-**Relation to rotational optimizers.**  Kosson et al. (2024, "Rotational equilibrium")
-fix the *angle* :math:`\theta` by which each weight vector turns per step, at the
-equilibrium value above, and keep :math:`\lVert w\rVert` fixed.  ConstrainedELR fixes
-:math:`\lVert\Delta w\rVert/\lVert w\rVert` instead.  The two coincide exactly when
-:math:`\Delta w \perp w` (SGD without momentum or weight decay on a scale-invariant
-layer, where :math:`\langle\nabla L, w\rangle = 0`): then :math:`\tan\theta = E` and
-:math:`\lVert w^+\rVert = \lVert w\rVert\sqrt{1+E^2}`.  In general
-:math:`\tan\theta = \lVert\Delta w_\perp\rVert/(\lVert w\rVert + \Delta w_\parallel)`
-depends on the radial part :math:`\Delta w_\parallel` (weight decay, stale momentum).
+**Precision.**  The inner update is recovered as :math:`w^{\mathrm{inner}} - w`, so in
+float32 its direction is resolved to about :math:`\varepsilon\lVert w\rVert/\lVert\Delta\rVert`;
+keep the inner update's own ELR well above :math:`10^{-5}`.  The rotation is computed in
+float32 at least; half-precision weights are rounded on storage, so the angle holds only
+to about :math:`\varepsilon/E` (0.3 % measured for bfloat16 at :math:`E = 0.05`).
 
 **Usage**::
 
     inner = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4)
-    optimizer = ConstrainedELR(inner, model)            # E from (lr, wd, momentum)
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(inner, T_max=steps)
+    optimizer = ConstrainedELR(inner, model, target_elr=0.02)
     for x, y in batches:
         optimizer.zero_grad()
         loss_fn(model(x), y).backward()
-        optimizer.step()                                # inner step + rescale
-        scheduler.step()
+        optimizer.step()                                # inner step, then the rotation
 """
 
 from __future__ import annotations
@@ -91,12 +88,26 @@ import torch
 from torch import Tensor, nn
 
 from normdyn._checks import check_positive
-from normdyn.optim._params import require_grads, resolve_tracked
-from normdyn.theory.numeric import momentum_equilibrium_update_elr
+from normdyn.optim._params import (
+    NonFiniteStep,
+    name_list,
+    nonfinite_message,
+    one_line,
+    require_grads,
+    resolve_tracked,
+    stack_to_host,
+    unwrap_compiled,
+)
+from normdyn.theory.numeric import momentum_equilibrium_rotation
 
 __all__ = ["ConstrainedELR"]
 
 _OWNER = "ConstrainedELR"
+_RESOLVED = 16.0  # |tau| <= 16 eps |w| is not resolved by w_inner - w: treated as tau = 0
+
+
+def _work_dtype(t: Tensor) -> torch.dtype:
+    return torch.promote_types(t.dtype, torch.float32)
 
 
 def _lr(group: dict) -> float:
@@ -104,25 +115,33 @@ def _lr(group: dict) -> float:
     return float(lr.item()) if isinstance(lr, Tensor) else float(lr)
 
 
-class ConstrainedELR:
-    """Wrap ``optimizer`` so that each tracked layer's update ELR equals the target.
+class ConstrainedELR(torch.optim.Optimizer):
+    """Wrap ``optimizer`` so that each tracked layer turns by ``arctan(target_elr)`` per step.
 
     Parameters
     ----------
     optimizer:
-        The inner torch optimizer (SGD, Adam, ...); it computes the update direction.
+        The inner torch optimizer (SGD, Adam, ...); it proposes the update direction.
     model:
         Module whose scale-invariant layers are tracked (found by
-        :func:`normdyn.validate.detection.find_scale_invariant`).
+        :func:`normdyn.validate.detection.find_scale_invariant`; a ``torch.compile``
+        wrapper is unwrapped).  Frozen layers are skipped, see :attr:`skipped`.
     target_elr:
-        Positive float :math:`E`, or ``None`` for the rotational-equilibrium value of
-        each SGD param group (see the module docstring).
+        Positive float :math:`E = \\tan\\theta`, or ``None`` for the rotational-equilibrium
+        angle of each SGD param group (see the module docstring).
     params:
         Explicit tensors to track instead of detection.
     example_input:
         Passed to the detection when ``model`` needs a forward pass to be analysed.
 
-    Attach lr schedulers to the inner optimizer (:attr:`param_groups` is the same list).
+    Attributes
+    ----------
+    last_scales:
+        Per tracked tensor (0-dim tensors), the factor by which the tangential part of
+        the inner update was multiplied, :math:`E\\lVert w\\rVert/(\\sqrt{1+E^2}\\lVert\\tau\\rVert)`;
+        0 where :math:`\\tau = 0`.
+    skipped:
+        Names of candidate layers left untracked: frozen or not in the optimizer.
     """
 
     def __init__(
@@ -136,42 +155,55 @@ class ConstrainedELR:
     ) -> None:
         if target_elr is not None:
             target_elr = float(check_positive("target_elr", target_elr))
-        self.optimizer = optimizer
-        self.target_elr = target_elr
-        self._tracked = resolve_tracked(
+        tracked = resolve_tracked(
             optimizer, model, params, owner=_OWNER, example_input=example_input
         )
+        # Optimizer.__init__ re-registers the inner groups' dicts (the same objects) and
+        # sets up the hook dictionaries; then group list and state are made the inner ones.
+        super().__init__(optimizer.param_groups, optimizer.defaults)
+        self.param_groups = optimizer.param_groups
+        self.state = optimizer.state
+        self.optimizer = optimizer
+        self.target_elr = target_elr
+        self._tracked = tracked
+        names = ({} if model is None else
+                 {id(p): n for n, p in unwrap_compiled(model).named_parameters()})
+        names.update({id(p): n for n, p in zip(tracked.names, tracked.params, strict=True)})
+        self._names = names
         if target_elr is None:
             self.layer_targets()  # validate the derivation's preconditions now
         self.step_count = 0
         self.last_scales: list[Tensor] | None = None
 
-    # ------------------------------------------------------------------ passthrough
+    # ------------------------------------------------------------------ protocol
 
-    @property
-    def param_groups(self) -> list[dict[str, Any]]:
-        return self.optimizer.param_groups
-
-    @property
-    def state(self) -> Any:
-        return self.optimizer.state
-
-    @property
-    def defaults(self) -> dict[str, Any]:
-        return self.optimizer.defaults
+    def __getstate__(self) -> dict[str, Any]:
+        return self.__dict__.copy()  # Optimizer's keeps only defaults, state, groups
 
     @property
     def tracked_names(self) -> tuple[str, ...]:
         """Names of the tracked weight tensors."""
         return self._tracked.names
 
+    @property
+    def skipped(self) -> tuple[str, ...]:
+        """Names of the candidate layers not tracked (frozen or not in the optimizer)."""
+        return self._tracked.skipped
+
     def zero_grad(self, set_to_none: bool = True) -> None:
         self.optimizer.zero_grad(set_to_none=set_to_none)
+
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        # Optimizer.__init__ calls this before self.optimizer exists: register only.
+        if "optimizer" not in self.__dict__:
+            super().add_param_group(param_group)
+        else:
+            self.optimizer.add_param_group(param_group)
 
     # ------------------------------------------------------------------ target
 
     def group_target(self, g: int) -> float:
-        """The target ELR of param group ``g`` at its current hyper-parameters."""
+        """The target :math:`\\tan\\theta` of param group ``g`` at its current hyper-parameters."""
         if self.target_elr is not None:
             return self.target_elr
         group = self.optimizer.param_groups[g]
@@ -193,38 +225,62 @@ class ConstrainedELR:
                 f"target_elr=None assumes heavy-ball momentum (dampening=0); param group "
                 f"{g} has dampening={group['dampening']!r}; pass target_elr"
             )
-        return float(momentum_equilibrium_update_elr(_lr(group), weight_decay, momentum))
+        return float(momentum_equilibrium_rotation(_lr(group), weight_decay, momentum))
 
     def layer_targets(self) -> np.ndarray:
-        """Target ELR of each tracked tensor, in :attr:`tracked_names` order."""
+        """Target :math:`\\tan\\theta` of each tracked tensor, in :attr:`tracked_names` order."""
         per_group = {g: self.group_target(g) for g in set(self._tracked.groups)}
         return np.array([per_group[g] for g in self._tracked.groups])
 
     # ------------------------------------------------------------------ step
 
+    def _check_finite_grads(self) -> None:
+        """One sync: raise naming the step and the parameters whose gradient is non-finite."""
+        params = [p for group in self.param_groups for p in group["params"]
+                  if p.grad is not None]
+        if not params:
+            return
+        grad_norms = torch._foreach_norm([p.grad for p in params], 2, dtype=torch.float64)
+        bad = np.flatnonzero(~np.isfinite(stack_to_host(grad_norms)))
+        if bad.size:
+            names = [self._names.get(id(params[i]), f"param[{i}]") for i in bad]
+            raise NonFiniteStep(nonfinite_message(
+                _OWNER, f" at step {self.step_count}", "gradient", names, len(params)))
+
     @torch.no_grad()
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
-        """Inner ``optimizer.step(closure)``, then rescale every tracked update to the target."""
-        if closure is None:
-            require_grads(self._tracked, _OWNER)
-        targets = self.layer_targets()
-        params = list(self._tracked.params)
-        before = [p.detach().clone() for p in params]
-        if closure is None:
-            loss = self.optimizer.step()
-        else:
+        """``closure()`` if given, the inner ``optimizer.step()``, then turn every tracked
+        weight by its target angle; returns the closure's loss (or ``None``)."""
+        loss = None
+        if closure is not None:
             with torch.enable_grad():
-                loss = self.optimizer.step(closure)
-        delta = torch._foreach_sub([p.detach() for p in params], before)
-        delta_norms = torch._foreach_norm(delta)
+                loss = closure()
+        require_grads(self._tracked, _OWNER)
+        self._check_finite_grads()
+        targets = self.layer_targets()
+        params = [p.detach() for p in self._tracked.params]
+        before = [p.clone() for p in params]
+        self.optimizer.step()
+        # the rotation is computed in float32 at least (float64 stays float64)
+        delta = [d.to(_work_dtype(d)) for d in torch._foreach_sub(params, before)]
+        before = [w.to(_work_dtype(w)) for w in before]
+        # tau = delta - (<delta, w>/|w|^2) w
+        radial = [torch.sum(d * w) / torch.sum(w * w) for d, w in zip(delta, before,
+                                                                       strict=True)]
+        tangent = [d - r * w for d, r, w in zip(delta, radial, before, strict=True)]
+        tangent_norms = torch._foreach_norm(tangent)
         weight_norms = torch._foreach_norm(before)
-        scales = [
-            torch.where(dn > 0, float(t) * wn / torch.where(dn > 0, dn, 1), 0)
-            for t, dn, wn in zip(targets, delta_norms, weight_norms, strict=True)
-        ]
-        torch._foreach_mul_(delta, scales)
-        torch._foreach_add_(before, delta)
-        torch._foreach_copy_([p.detach() for p in params], before)
+        scales, out = [], []
+        for t, tau, tn, wn, w in zip(targets, tangent, tangent_norms, weight_norms, before,
+                                     strict=True):
+            # below the rounding level of w - w_inner the direction is noise: count it as 0
+            moving = tn > _RESOLVED * torch.finfo(w.dtype).eps * wn
+            # w+ = (w + E |w| tau/|tau|) / sqrt(1 + E^2); tau = 0 leaves w unchanged
+            cos = 1.0 / float(np.sqrt(1.0 + t * t))
+            scale = torch.where(moving, float(t) * wn / torch.where(moving, tn, 1), 0)
+            out.append(torch.where(moving, (w + scale * tau) * cos, w))
+            scales.append(scale * cos)
+        torch._foreach_copy_(params, out)
         self.last_scales = scales
         self.step_count += 1
         return loss
@@ -242,10 +298,10 @@ class ConstrainedELR:
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         if list(state["tracked"]) != list(self._tracked.names):
-            raise ValueError(
-                "state_dict tracks different parameters: "
-                f"{list(state['tracked'])} != {list(self._tracked.names)}"
-            )
+            theirs, ours = list(state["tracked"]), list(self._tracked.names)
+            raise ValueError(one_line(
+                f"state_dict tracks different parameters: {len(theirs)} saved "
+                f"({name_list(theirs)}), {len(ours)} here ({name_list(ours)})"))
         self.optimizer.load_state_dict(state["optimizer"])
         self.target_elr = state["target_elr"]
         self.step_count = int(state["step_count"])

@@ -45,6 +45,8 @@ __all__ = [
     "momentum_equilibrium_update_elr",
     "momentum_equilibrium_update_elr_leading",
     "geometric_update_elr",
+    "geometric_rotation_tan",
+    "momentum_equilibrium_rotation",
     "adam_sigma2",
     "adam_update_elr_ratio_sq",
 ]
@@ -141,12 +143,41 @@ def geometric_update_elr() -> sp.Expr:
     :math:`\lVert\Delta w\rVert/\lVert w\rVert = \sqrt{r^2 + E_{tan}^2}`.  Any model that
     predicts :math:`s` and :math:`E_{tan}` thereby predicts the whole update, radial part included.
     """
+    return sp.sqrt(_radial_part() ** 2 + E_tan**2)
+
+
+@functools.cache
+def _radial_part() -> sp.Expr:
+    r"""The radial part *r* of :math:`\Delta w = r\,w + \tau`: the root of
+    :math:`(1 + r)^2 + E_{tan}^2 = s` with :math:`1 + r > 0`."""
     r = sp.Symbol("r", real=True)
     roots = sp.solve(sp.Eq((1 + r) ** 2 + E_tan**2, norm_ratio), r)
     radial = [x for x in roots if sp.simplify((1 + x).subs({norm_ratio: 2, E_tan: 0})) > 0]
     if len(radial) != 1:
         raise ArithmeticError(f"expected one root with 1 + r > 0, got {roots}")
-    return sp.sqrt(radial[0] ** 2 + E_tan**2)
+    return radial[0]
+
+
+@functools.cache
+def geometric_rotation_tan() -> sp.Expr:
+    r"""Tangent of the angle the weights turn in one step, from *s* and :math:`E_{tan}`.
+
+    With :math:`\Delta w = r\,w + \tau` as in :func:`geometric_update_elr`, the new
+    weights :math:`(1+r)w + \tau` make the angle :math:`\theta` with *w* where
+    :math:`\tan\theta = \lVert\tau\rVert/((1+r)\lVert w\rVert) = E_{tan}/(1+r)`.
+    """
+    return E_tan / (1 + _radial_part())
+
+
+@functools.cache
+def _equilibrium_tangential_elr() -> sp.Expr:
+    """Tangential update ELR at the equilibrium of the momentum + weight-decay model."""
+    roots = sp.solve(sp.Eq(momentum_norm_recurrence(), sigma2), sigma2)
+    sig_star = _unique_positive(
+        roots, {eta: sp.Rational(1, 10), lam: sp.Rational(1, 10), c: 1, beta: sp.Rational(1, 2)}
+    )
+    e_tan = momentum_update_elr().subs(sp.Symbol("E", positive=True), elr_definition())
+    return sp.simplify(e_tan.subs(sigma2, sig_star))
 
 
 @functools.cache
@@ -156,13 +187,19 @@ def momentum_equilibrium_update_elr() -> sp.Expr:
     At equilibrium :math:`s = 1`; the tangential part is the stationary velocity's
     :func:`momentum_update_elr` of the equilibrium gradient ELR.
     """
-    roots = sp.solve(sp.Eq(momentum_norm_recurrence(), sigma2), sigma2)
-    sig_star = _unique_positive(
-        roots, {eta: sp.Rational(1, 10), lam: sp.Rational(1, 10), c: 1, beta: sp.Rational(1, 2)}
-    )
-    e_tan = momentum_update_elr().subs(sp.Symbol("E", positive=True), elr_definition())
-    e_tan = sp.simplify(e_tan.subs(sigma2, sig_star))
-    return geometric_update_elr().subs({norm_ratio: 1, E_tan: e_tan})
+    return geometric_update_elr().subs({norm_ratio: 1, E_tan: _equilibrium_tangential_elr()})
+
+
+@functools.cache
+def momentum_equilibrium_rotation() -> sp.Expr:
+    r"""Tangent of the angle turned per step at the momentum + weight-decay equilibrium.
+
+    At equilibrium :math:`s = 1`, so :func:`geometric_rotation_tan` gives
+    :math:`\tan\theta^* = E_{tan}/\sqrt{1 - E_{tan}^2}` with the equilibrium tangential
+    ELR; to leading order in :math:`\eta\lambda` it is :math:`\sqrt{2\eta\lambda/(1+\beta)}`,
+    like the update ELR.  This is the angle a rotational optimizer (Kosson et al.) imposes.
+    """
+    return geometric_rotation_tan().subs({norm_ratio: 1, E_tan: _equilibrium_tangential_elr()})
 
 
 @functools.cache

@@ -64,6 +64,7 @@ __all__ = [
     "update_elr_geometric",
     "momentum_equilibrium_update_elr",
     "momentum_equilibrium_update_elr_leading",
+    "momentum_equilibrium_rotation",
     "FUNCTIONS",
 ]
 
@@ -283,6 +284,12 @@ momentum_equilibrium_update_elr_leading = _generate(
     beyond_sgd.momentum_equilibrium_update_elr_leading(),
     (S.eta, S.lam, S.beta), ("positive", "positive", "unit"),
     description="Leading-order equilibrium update ELR sqrt(2 eta lam/(1+beta)).",
+)
+
+momentum_equilibrium_rotation = _generate(
+    "momentum_equilibrium_rotation", beyond_sgd.momentum_equilibrium_rotation(),
+    (S.eta, S.lam, S.beta), ("positive", "positive", "unit"),
+    description="tan of the angle turned per step at the momentum + weight-decay equilibrium.",
 )
 
 

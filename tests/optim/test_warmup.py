@@ -37,6 +37,22 @@ def _brute_a(model: nn.Module, names=LINEARS) -> list[float]:
     return out
 
 
+def _brute_a_by_step(model: nn.Module, opt: torch.optim.Optimizer, names=LINEARS) -> list[float]:
+    """Per-unit-lr ELRs of the step the optimizer will take, by brute force: a deep copy of
+    model and optimizer takes opt.step() at lr 1; a = |w_after - w_before| / |w_before|."""
+    ref_model, ref_opt = copy.deepcopy((model, opt))
+    for (_, p), (_, q) in zip(model.named_parameters(), ref_model.named_parameters(),
+                              strict=True):
+        q.grad = None if p.grad is None else p.grad.clone()
+    for group in ref_opt.param_groups:
+        group["lr"] = 1.0
+    params = dict(ref_model.named_parameters())
+    before = {n: params[n].detach().double().clone() for n in names}
+    ref_opt.step()
+    return [float(torch.linalg.norm(params[n].detach().double() - before[n])
+                  / torch.linalg.norm(before[n])) for n in names]
+
+
 def _brute_critical(a: list[float]) -> float:
     return 1.0 / math.sqrt(max(a) * min(a))
 
@@ -186,7 +202,7 @@ def test_equal_group_targets_reduce_to_single_group_rule():
                           lr=50.0, weight_decay=1e-4)
     warmup = CriticalLRWarmup(opt, model)
     _backward(model, batches[0])
-    eta_star = _brute_critical(_brute_a(model))
+    eta_star = _brute_critical(_brute_a_by_step(model, opt))  # weight decay: d = g + wd w
     assert warmup.step() == [pytest.approx(min(50.0, eta_star), rel=1e-12)] * 2
 
 
@@ -208,13 +224,13 @@ def test_composition_with_cosine_annealing_gives_documented_lrs():
     model, batches = _setup(seed=1)
     base, t_max, eta_min, steps = 30.0, 12, 0.5, 14
     opt = torch.optim.SGD(model.parameters(), lr=base, momentum=0.9)
-    warmup = CriticalLRWarmup(opt, model)
+    warmup = CriticalLRWarmup(opt, model, guard=False)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=t_max, eta_min=eta_min)
     capped = 0
     for t in range(steps):
         cosine = eta_min + (base - eta_min) * (1 + math.cos(math.pi * t / t_max)) / 2
         _backward(model, batches[t % len(batches)])
-        eta_star = _brute_critical(_brute_a(model))
+        eta_star = _brute_critical(_brute_a_by_step(model, opt))
         was_finished = warmup.finished
         with warmup.dampening():
             used = opt.param_groups[0]["lr"]
@@ -309,7 +325,10 @@ def test_load_state_dict_rejects_other_parameters():
     opt = torch.optim.SGD(model.parameters(), lr=1.0)
     state = CriticalLRWarmup(opt, model).state_dict()
     other = CriticalLRWarmup(opt, params=[model.layer0.linear.weight])
-    with pytest.raises(ValueError, match="state_dict tracks different parameters"):
+    msg = ("state_dict tracks different parameters: 16 saved ('layer0.linear.weight', "
+           "'layer1.linear.weight', 'layer2.linear.weight' and 13 more), 1 here "
+           "('params[0]')")
+    with pytest.raises(ValueError, match=re.escape(msg)):
         other.load_state_dict(state)
 
 
@@ -337,8 +356,9 @@ def test_step_before_backward_names_the_parameter():
     model, _ = _setup()
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     warmup = CriticalLRWarmup(opt, model)
-    msg = ("CriticalLRWarmup.step(): parameter 'layer0.linear.weight' has no gradient "
-           "(.grad is None); call loss.backward() first")
+    msg = ("CriticalLRWarmup.step(): 16 of 16 tracked parameters have no gradient (.grad "
+           "is None); call loss.backward() first: 'layer0.linear.weight', "
+           "'layer1.linear.weight', 'layer2.linear.weight' and 13 more")
     with pytest.raises(RuntimeError, match=re.escape(msg)):
         warmup.step()
 
@@ -362,11 +382,17 @@ def test_target_count_must_match_groups():
         CriticalLRWarmup(opt, model, target_lr=[0.1, 0.2])
 
 
-def test_param_outside_optimizer():
+def test_params_outside_optimizer_are_skipped_with_one_warning_line():
     model, _ = _setup()
     opt = torch.optim.SGD([model.layer0.linear.weight], lr=0.1)
-    with pytest.raises(ValueError, match="'layer1.linear.weight' is not in any param group"):
-        CriticalLRWarmup(opt, model)
+    msg = ("CriticalLRWarmup: skipping 15 frozen or non-optimized layer(s) (requires_grad=False "
+           "or not in the optimizer): 'layer1.linear.weight', 'layer2.linear.weight', "
+           "'layer3.linear.weight' and 12 more")
+    with pytest.warns(UserWarning, match=re.escape(msg)) as record:
+        warmup = CriticalLRWarmup(opt, model)
+    assert len(record) == 1 and len(str(record[0].message)) <= 300
+    assert warmup.tracked_names == ("layer0.linear.weight",)
+    assert warmup.skipped == tuple(LINEARS[1:])
 
 
 def test_non_finite_gradient_names_the_parameter():
@@ -380,3 +406,66 @@ def test_non_finite_gradient_names_the_parameter():
 def test_lazy_top_level_export():
     assert normdyn.CriticalLRWarmup is CriticalLRWarmup
     assert "CriticalLRWarmup" in normdyn.optim.warmup.__all__
+
+
+# --------------------------------------------------------------------------- the coming step
+
+STEP_OPTIMIZERS = {
+    "sgd_momentum_wd": (lambda p: torch.optim.SGD(p, lr=100.0, momentum=0.9, weight_decay=5e-3),
+                        100.0),
+    "sgd_dampening": (lambda p: torch.optim.SGD(p, lr=100.0, momentum=0.9, dampening=0.5,
+                                                weight_decay=5e-3), 100.0),
+    "sgd_nesterov": (lambda p: torch.optim.SGD(p, lr=100.0, momentum=0.9, nesterov=True,
+                                               weight_decay=5e-3), 100.0),
+    "sgd_maximize": (lambda p: torch.optim.SGD(p, lr=100.0, momentum=0.5, maximize=True,
+                                               weight_decay=5e-3), 100.0),
+    "adam": (lambda p: torch.optim.Adam(p, lr=10.0, weight_decay=1e-2), 10.0),
+    "adam_amsgrad": (lambda p: torch.optim.Adam(p, lr=10.0, amsgrad=True), 10.0),
+    "adamw": (lambda p: torch.optim.AdamW(p, lr=10.0, weight_decay=0.1), 10.0),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(STEP_OPTIMIZERS))
+def test_lr_is_the_critical_lr_of_the_step_the_optimizer_takes(kind):
+    """Oracle: a deep copy of model and optimizer steps at lr 1; a = |dw|/|w| per layer;
+    eta* = 1/sqrt(a_max a_min).  The warm-up's lr must be min(target, eta*) (issue: 1e-3)."""
+    make, target = STEP_OPTIMIZERS[kind]
+    model, batches = _setup(seed=21)
+    opt = make(model.parameters())
+    warmup = CriticalLRWarmup(opt, model)
+    gradient_only_differs = False
+    for t in range(5):
+        _backward(model, batches[t % len(batches)])
+        a = _brute_a_by_step(model, opt)
+        eta_star = _brute_critical(a)
+        gradient_only_differs |= abs(_brute_critical(_brute_a(model)) / eta_star - 1) > 1e-2
+        with warmup.dampening():
+            assert opt.param_groups[0]["lr"] == pytest.approx(min(target, eta_star), rel=1e-9)
+            opt.step()
+        assert warmup.last_critical_lr == pytest.approx(eta_star, rel=1e-9)
+    assert gradient_only_differs  # the oracle tells |g|/|w| from the real step here
+    assert warmup.step_count == 5
+
+
+class _MySGD(torch.optim.SGD):
+    pass
+
+
+@pytest.mark.parametrize("cls", [torch.optim.RMSprop, _MySGD])
+def test_unknown_optimizer_is_refused_in_one_line(cls):
+    model, _ = _setup()
+    msg = (f"CriticalLRWarmup: cannot predict the step of {cls.__name__}; the critical lr "
+           "needs the step the optimizer will take, derived here for torch.optim.SGD, Adam "
+           "and AdamW only")
+    with pytest.raises(TypeError, match=re.escape(msg)):
+        CriticalLRWarmup(cls(model.parameters(), lr=0.1), model)
+    assert len(msg) <= 300
+
+
+def test_guard_default_keeps_capping_after_the_finish():
+    w1, w2, opt, _ = _two_tensor_warmup()
+    warmup = CriticalLRWarmup(opt, params={"w1": w1, "w2": w2})  # default guard
+    _set_grads(w1, w2, 1.0, 0.25)  # eta* = 2 >= 1: finished
+    assert warmup.step() == [1.0] and warmup.finished
+    _set_grads(w1, w2, 1.0, 100.0)  # eta* = 0.1: THEORY's min(target, eta*) still applies
+    assert warmup.step() == [pytest.approx(0.1, rel=1e-14)]

@@ -39,6 +39,7 @@ DOMAIN_OVERRIDES = {
     ("weight_decay_equilibrium_update_elr", "lam"): "positive",
     ("momentum_equilibrium_update_elr", "lam"): "positive",
     ("momentum_equilibrium_update_elr_leading", "lam"): "positive",
+    ("momentum_equilibrium_rotation", "lam"): "positive",
     ("weight_decay_norm_step", "lam"): "nonnegative",
     ("momentum_norm_step", "lam"): "nonnegative",
     ("momentum_update_elr", "E"): "nonnegative",  # a zero gradient has zero update ELR

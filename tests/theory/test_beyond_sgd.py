@@ -138,6 +138,12 @@ def test_momentum_weight_decay_equilibrium(x, beta):
     # part adds O(x) relative, so the leading order is the eta lam -> 0 limit.
     assert e_tangential / lead == pytest.approx(math.sqrt(1 - x / 2), rel=EQ_TOL)
     assert abs(got / lead - 1) <= x
+    # The angle turned per step: w+ = (1 + r) w + tau, tan(theta) = E_tan/(1 + r).
+    rotation = N.momentum_equilibrium_rotation(eta, lam, beta)
+    assert abs(rotation / (e_tangential / (1 + radial)) - 1) <= EQ_TOL
+    # tan^2 = E_tan^2/(1 - E_tan^2) = 2x + O(x^2) relative to lead^2: about 1 + 3x/4 at beta=0
+    if x <= 0.1:
+        assert abs(rotation / lead - 1) <= x
 
 
 @pytest.mark.parametrize("beta", [0.0, 0.5, 0.9])

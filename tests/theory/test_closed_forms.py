@@ -117,6 +117,13 @@ ORACLES = {
             1 - (1 - b) ** 2 * (eta * lam / (1 - b)) * (2 - eta * lam / (1 - b)) / (1 - b**2))),
         st.tuples(learning_rates, st.floats(1e-8, 1e-5), momenta),
     ),
+    # Same equilibrium, |w| unchanged: w+ = (1+r) w + tau with (1+r)^2 = 1 - E_t^2, so the
+    # angle turned has tan = E_t/(1+r) = E_t/sqrt(1 - E_t^2).
+    "momentum_equilibrium_rotation": (
+        lambda eta, lam, b: (lambda et2: mp.sqrt(et2 / (1 - et2)))(
+            (1 - b) ** 2 * (eta * lam / (1 - b)) * (2 - eta * lam / (1 - b)) / (1 - b**2)),
+        st.tuples(learning_rates, st.floats(1e-8, 1e-5), momenta),
+    ),
     # Delta w = r w + tau, tau ⟂ w, |tau| = E_t |w|, |w + Delta w|^2 = s |w|^2 with 1 + r > 0.
     "update_elr_geometric": (
         lambda s, et: mp.sqrt((mp.sqrt(s - et**2) - 1) ** 2 + et**2),
