@@ -28,6 +28,7 @@ __all__ = [
     "_normalizes",
     "_per_channel",
     "_short_names",
+    "_one_line",
 ]
 
 LayerKind = Literal["conv", "linear"]
@@ -147,9 +148,15 @@ def _per_channel(norm: nn.Module | None, kind: NormKind) -> bool:
 def _short_names(names: Sequence[str], limit: int = 3) -> str:
     """``'a', 'b', 'c' and 5 more``: the first few of ``names`` for a one-line message.
 
-    Each name is cut to 60 characters, so the result stays short whatever the model.
+    Each name is cut to 48 characters, so the result stays short whatever the model.
     """
     names = list(names)
-    shown = ", ".join(repr(n if len(n) <= 60 else n[:57] + "...") for n in names[:limit])
+    shown = ", ".join(repr(n if len(n) <= 48 else n[:45] + "...") for n in names[:limit])
     rest = len(names) - limit
     return shown + (f" and {rest} more" if rest > 0 else "")
+
+
+def _one_line(message: str, limit: int = 300) -> str:
+    """``message`` on one line of at most ``limit`` characters (cut with ``...``)."""
+    message = " ".join(message.split())
+    return message if len(message) <= limit else message[: limit - 3] + "..."

@@ -58,6 +58,7 @@ from normdyn.validate._layers import (  # LayerKind, NormKind: re-exported type 
     NormKind,  # noqa: F401
     ScaleInvariantLayer,
     _layer_kind,
+    _one_line,
     _short_names,
 )
 
@@ -129,13 +130,13 @@ def analyze_scale_invariance(model: nn.Module,
     if hooked:
         if example_input is None:
             if graph is None:
-                raise ValueError(
+                raise ValueError(_one_line(
                     f"torch.fx could not trace {type(inner).__name__} ({error[:120]}); pass "
                     "example_input=... to use the forward-hook heuristic, or names=[...] "
-                    "to choose the parameters yourself")
-            warnings.warn(
+                    "to choose the parameters yourself"))
+            warnings.warn(_one_line(
                 f"{why}; their {len(hooked)} layer(s) {_short_names(sorted(hooked), 2)} are "
-                "not analysed (pass example_input to use the forward-hook heuristic)",
+                "not analysed (pass example_input to use the forward-hook heuristic)"),
                 stacklevel=2)
             for name in hooked:
                 kind = _layer_kind(modules[name])
@@ -211,8 +212,9 @@ def measure_defect(model: nn.Module, loss_fn: Callable[..., Tensor], batch: Any,
         chosen = list(names)
         missing = [n for n in chosen if n not in params]
         if missing:
-            raise ValueError(f"{len(missing)} unknown parameter name(s) {_short_names(missing)}; "
-                             f"the model has {len(params)}, e.g. {_short_names(list(params))}")
+            raise ValueError(_one_line(
+                f"{len(missing)} unknown parameter name(s) {_short_names(missing)}; "
+                f"the model has {len(params)}, e.g. {_short_names(list(params))}"))
     if not chosen:
         raise ValueError("the model has no weight with two or more dimensions to measure")
     example = batch[0] if isinstance(batch, (tuple, list)) else batch
