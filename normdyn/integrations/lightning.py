@@ -50,7 +50,6 @@ except ImportError:  # pragma: no cover - depends on the environment
         raise ImportError("normdyn.integrations.lightning needs lightning: pip install "
                           "'normdyn[integrations]' (or pip install lightning)") from exc
 
-import torch
 from torch import Tensor
 
 from normdyn._io import atomic_write_frame
@@ -59,13 +58,12 @@ from normdyn.validate.monitor import ELRMonitor
 __all__ = ["ELRMonitorCallback", "CriticalLRWarmupCallback"]
 
 
-def _optimizer(trainer: Any, index: int, owner: str) -> torch.optim.Optimizer:
+def _optimizer(trainer: Any, index: int, owner: str) -> Any:
     optimizers = list(trainer.optimizers)
     if not 0 <= index < len(optimizers):
         raise ValueError(f"{owner}: optimizer_index={index} but the trainer has "
                          f"{len(optimizers)} optimizer(s)")
-    opt = optimizers[index]
-    return getattr(opt, "optimizer", opt) if not isinstance(opt, torch.optim.Optimizer) else opt
+    return optimizers[index]
 
 
 def _batch_loss(outputs: Any) -> Tensor | float | None:
@@ -140,20 +138,20 @@ class ELRMonitorCallback(pl.Callback):
         monitor = self.monitor
         if monitor is None:
             return
-        if monitor._in_step:                 # a step without on_train_batch_end (manual opt.)
+        if monitor.in_step:                 # a step without on_train_batch_end (manual opt.)
             monitor.after_step()
         monitor.before_step(None)
 
     def on_train_batch_end(self, trainer: Any, pl_module: Any, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
-        if self.monitor is not None and self.monitor._in_step:
+        if self.monitor is not None and self.monitor.in_step:
             self.monitor.after_step(_batch_loss(outputs))
 
     def on_train_end(self, trainer: Any, pl_module: Any) -> None:
         monitor = self.monitor
         if monitor is None:
             return
-        if monitor._in_step:
+        if monitor.in_step:
             monitor.after_step()
         if self.save_path is not None:      # written (flagged) before close() may raise
             atomic_write_frame(self.save_path, monitor.to_dataframe())

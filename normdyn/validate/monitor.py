@@ -41,9 +41,10 @@ valid      the step's values are finite and no earlier step had a non-finite val
 changed it around the call (``with warmup.dampening(): optimizer.step()`` inside or
 outside ``monitor.step(loss)``).  If the hook does not run between
 :meth:`~ELRMonitor.before_step` and :meth:`~ELRMonitor.after_step`, the optimizer did
-not step and the row is ``skipped``.  An optimizer-like wrapper that is not a
-:class:`torch.optim.Optimizer` is hooked through its ``.optimizer`` attribute when that
-is one; otherwise the lr is read at ``before_step`` and ``skipped`` is always False.
+not step and the row is ``skipped``.  A wrapper (accelerate's ``AcceleratedOptimizer``,
+an optimizer-like object with ``param_groups``) is hooked through its ``.optimizer``
+attribute when that is a torch optimizer with the same ``param_groups``; otherwise the
+lr is read at ``before_step`` and ``skipped`` is always False.
 
 **Precision.**  Norms are accumulated in float64 (``torch._foreach_norm(...,
 dtype=float64)``), and the inner product is :math:`\sum_i w_i g_i` with each product
@@ -121,11 +122,18 @@ _STATE_FORMAT_V1 = "normdyn.ELRMonitor/1"
 
 
 def _hook_target(optimizer: Any) -> torch.optim.Optimizer | None:
-    if isinstance(optimizer, torch.optim.Optimizer):
+    """The torch optimizer whose ``step()`` to hook: ``optimizer`` itself, or the one a
+    wrapper (accelerate's ``AcceleratedOptimizer``, Lightning's ``LightningOptimizer``,
+    ...) keeps in ``.optimizer`` with the same ``param_groups``; None if there is none."""
+    for _ in range(4):
+        inner = getattr(optimizer, "optimizer", None)
+        if not (isinstance(inner, torch.optim.Optimizer)
+                and inner.param_groups is optimizer.param_groups):
+            break
+        optimizer = inner
+    if isinstance(optimizer, torch.optim.Optimizer) and hasattr(
+            optimizer, "_optimizer_step_post_hooks"):
         return optimizer
-    inner = getattr(optimizer, "optimizer", None)
-    if isinstance(inner, torch.optim.Optimizer) and inner.param_groups is optimizer.param_groups:
-        return inner
     return None
 
 
@@ -297,6 +305,11 @@ class ELRMonitor:
     def step_count(self) -> int:
         """Number of optimizer steps recorded (including those still on the device)."""
         return self._step
+
+    @property
+    def in_step(self) -> bool:
+        """True between :meth:`before_step` and :meth:`after_step`."""
+        return self._in_step
 
     def _read_lr(self) -> list[float]:
         groups = self.optimizer.param_groups
