@@ -376,3 +376,50 @@ def test_log_fn_receives_per_step_summaries_at_each_sync() -> None:
         assert metrics["elr/q50"] == pytest.approx(float(np.median(elr)), rel=1e-12)
         assert metrics["skipped"] == 0.0 and metrics["valid"] == 1.0
         assert metrics["loss"] == pytest.approx(frame[frame["step"] == step]["loss"].iloc[0])
+
+
+def test_constrained_elr_wrapper_is_accepted_and_matches_brute_force() -> None:
+    from normdyn.optim import ConstrainedELR
+
+    model, x, y = _setup(seed=4)
+    inner = torch.optim.SGD(model.parameters(), lr=0.5, momentum=0.9, weight_decay=5e-4)
+    constrained = ConstrainedELR(inner, model, target_elr=0.02)
+    monitor = ELRMonitor(model, constrained, sync_every=2)
+    oracle = _Oracle(model, monitor.names)
+    for step in range(3):
+        constrained.zero_grad()
+        loss = F.cross_entropy(model(x), y)
+        loss.backward()
+        oracle.before(step)
+        with monitor.step(loss):
+            constrained.step()
+        oracle.after()
+    got = monitor.to_dataframe()
+    _check(got, oracle.frame())
+    np.testing.assert_allclose(got["lr"], 0.5)
+    assert not got["skipped"].any() and got["valid"].all()
+
+
+def test_version_1_state_dict_is_converted() -> None:
+    """v1 stored sum max(p, 0) and sum |p| of p = w * g instead of <w, g>."""
+    model, x, y = _setup()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    monitor = ELRMonitor(model, opt)
+    for _ in range(2):
+        opt.zero_grad()
+        loss = F.cross_entropy(model(x), y)
+        loss.backward()
+        with monitor.step(loss):
+            opt.step()
+    state = monitor.state_dict()
+    n, raw = len(monitor.names), state["raw"].numpy()
+    dot = raw[:, 2 * n: 3 * n]
+    abs_sum = np.abs(dot) + 5.0                 # any sum |p| >= |<w, g>|
+    pos_sum = (abs_sum + dot) / 2               # then 2 pos - abs = <w, g>
+    v1 = np.concatenate([raw[:, : 2 * n], pos_sum, abs_sum, raw[:, 3 * n:]], axis=1)
+    old = {"format": "normdyn.ELRMonitor/1", "names": state["names"], "step": 2,
+           "track_update": True, "steps": state["steps"], "lr": state["lr"],
+           "raw": torch.from_numpy(v1)}
+    resumed = ELRMonitor(model, opt)
+    resumed.load_state_dict(old)
+    pd.testing.assert_frame_equal(resumed.to_dataframe(), monitor.to_dataframe())
