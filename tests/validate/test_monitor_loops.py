@@ -423,3 +423,24 @@ def test_version_1_state_dict_is_converted() -> None:
     resumed = ELRMonitor(model, opt)
     resumed.load_state_dict(old)
     pd.testing.assert_frame_equal(resumed.to_dataframe(), monitor.to_dataframe())
+
+
+def test_eval_mode_batchnorm_layers_are_not_monitored() -> None:
+    """A frozen (eval-mode) BatchNorm does not normalize: the conv before it is left out
+    by detection (rescaling oracle in test_detection.py), the others match brute force."""
+    model, x, y = _setup(seed=5)
+    all_names = ELRMonitor(model, torch.optim.SGD(model.parameters(), lr=0.1)).names
+    model.stem.bn.eval()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    monitor = ELRMonitor(model, opt, sync_every=2)
+    assert monitor.names == [n for n in all_names if n != "stem.conv.weight"]
+    oracle = _Oracle(model, monitor.names)
+    for step in range(2):
+        opt.zero_grad()
+        loss = F.cross_entropy(model(x), y)
+        loss.backward()
+        oracle.before(step)
+        with monitor.step(loss):
+            opt.step()
+        oracle.after()
+    _check(monitor.to_dataframe(), oracle.frame())
