@@ -89,7 +89,6 @@ optimizer) are not tracked: the constructor skips them with a one-line warning.
 from __future__ import annotations
 
 import contextlib
-import warnings
 import weakref
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
@@ -102,6 +101,14 @@ from torch import Tensor, nn
 from normdyn._checks import NonFiniteError, check_int
 from normdyn._io import atomic_write_frame
 from normdyn.validate._layers import _one_line, _short_names
+from normdyn.validate._monitor_params import (
+    as_float,
+    bools,
+    check_loss,
+    choose_names,
+    drop_frozen,
+    hook_target,
+)
 from normdyn.validate._monitor_table import (
     MONITOR_COLUMNS,
     bad_steps,
@@ -110,7 +117,6 @@ from normdyn.validate._monitor_table import (
     raw_width,
     step_summaries,
 )
-from normdyn.validate.detection import ScaleInvariantLayer, find_scale_invariant
 
 __all__ = ["ELRMonitor", "MONITOR_COLUMNS", "LogFn"]
 
@@ -119,22 +125,6 @@ LogFn = Callable[[dict[str, float], int], Any]
 
 _STATE_FORMAT = "normdyn.ELRMonitor/2"
 _STATE_FORMAT_V1 = "normdyn.ELRMonitor/1"
-
-
-def _hook_target(optimizer: Any) -> torch.optim.Optimizer | None:
-    """The torch optimizer whose ``step()`` to hook: ``optimizer`` itself, or the one a
-    wrapper (accelerate's ``AcceleratedOptimizer``, Lightning's ``LightningOptimizer``,
-    ...) keeps in ``.optimizer`` with the same ``param_groups``; None if there is none."""
-    for _ in range(4):
-        inner = getattr(optimizer, "optimizer", None)
-        if not (isinstance(inner, torch.optim.Optimizer)
-                and inner.param_groups is optimizer.param_groups):
-            break
-        optimizer = inner
-    if isinstance(optimizer, torch.optim.Optimizer) and hasattr(
-            optimizer, "_optimizer_step_post_hooks"):
-        return optimizer
-    return None
 
 
 class ELRMonitor:
@@ -196,27 +186,9 @@ class ELRMonitor:
         self.scaler = scaler
         self.log_fn = log_fn
         params = dict(model.named_parameters())
-        chosen = self._choose(model, params, names, example_input)
+        chosen, self.detected = choose_names(model, params, names, example_input)
 
-        group_of: dict[int, int] = {}
-        for index, group in enumerate(optimizer.param_groups):
-            for p in group["params"]:
-                group_of[id(p)] = index
-        frozen = [n for n in chosen if not params[n].requires_grad]
-        left_out = [n for n in chosen if params[n].requires_grad and id(params[n]) not in group_of]
-        self.skipped_params: list[str] = frozen + left_out
-        if self.skipped_params:
-            parts = [f"{len(frozen)} with requires_grad=False ({_short_names(frozen, 2)})"
-                     if frozen else "",
-                     f"{len(left_out)} not optimized by {type(optimizer).__name__} "
-                     f"({_short_names(left_out, 2)})" if left_out else ""]
-            note = f"ELRMonitor: not tracking {len(self.skipped_params)} frozen parameter(s): " \
-                + "; ".join(p for p in parts if p)
-            chosen = [n for n in chosen if n not in set(self.skipped_params)]
-            if not chosen:
-                raise ValueError(_one_line(note.replace(
-                    "ELRMonitor: not tracking", "ELRMonitor: no parameter left to track, all")))
-            warnings.warn(_one_line(note), stacklevel=2)
+        chosen, self.skipped_params, group_of = drop_frozen(chosen, params, optimizer)
         self.names: list[str] = chosen
         self._params: list[Tensor] = [params[n] for n in chosen]
         self._groups = sorted({group_of[id(p)] for p in self._params})
@@ -238,7 +210,7 @@ class ELRMonitor:
             [torch.empty_like(p, memory_format=torch.preserve_format) for p in self._params]
             if self.track_update else [])
 
-        self._hooked = _hook_target(optimizer)
+        self._hooked = hook_target(optimizer)
         self._handle: Any = None
         if self._hooked is not None:
             ref = weakref.ref(self)
@@ -266,39 +238,6 @@ class ELRMonitor:
         self._bad_message = ""
         self._reported = False
 
-    def _choose(self, model: nn.Module, params: dict[str, Tensor],
-                names: Sequence[str] | None, example_input: Any) -> list[str]:
-        self.detected: list[ScaleInvariantLayer]
-        if names is None:
-            self.detected = find_scale_invariant(model, example_input)
-            if not self.detected:
-                raise ValueError(
-                    f"no scale-invariant layer found in {type(model).__name__} (no conv/linear "
-                    "weight feeds a normalization); pass names=[...] to choose the parameters "
-                    "to monitor")
-            return [d.param_name for d in self.detected]
-        if isinstance(names, str):
-            raise TypeError("names must be a sequence of parameter names, not a string")
-        chosen = list(names)
-        if not chosen:
-            raise ValueError("names must name at least one parameter, got an empty list")
-        unknown = [n for n in chosen if n not in params]
-        if unknown:
-            raise ValueError(_one_line(f"{len(unknown)} unknown parameter name(s) "
-                                       f"{_short_names(unknown)}; the model has {len(params)} "
-                                       f"parameters, e.g. {_short_names(list(params))}"))
-        duplicates = sorted({n for n in chosen if chosen.count(n) > 1})
-        if duplicates:
-            raise ValueError(_one_line(f"names contains {len(duplicates)} duplicate(s): "
-                                       f"{_short_names(duplicates)}"))
-        try:
-            self.detected = find_scale_invariant(model, example_input)
-        except ValueError as exc:
-            warnings.warn(f"scale-invariance detection failed ({str(exc)[:150]}); monitoring "
-                          "the given names anyway", stacklevel=3)
-            self.detected = []
-        return chosen
-
     # ------------------------------------------------------------------ recording
 
     @property
@@ -313,7 +252,7 @@ class ELRMonitor:
 
     def _read_lr(self) -> list[float]:
         groups = self.optimizer.param_groups
-        return [_as_float(groups[g]["lr"]) for g in self._groups]
+        return [as_float(groups[g]["lr"]) for g in self._groups]
 
     def _check_unscaled(self) -> None:
         scaler, opt = self.scaler, self._hooked or self.optimizer
@@ -345,7 +284,7 @@ class ELRMonitor:
             raise RuntimeError(_one_line(
                 f"call before_step(loss) after loss.backward(): {len(missing)} tracked "
                 f"parameter(s) have no gradient: {_short_names(missing)}"))
-        _check_loss(loss)
+        check_loss(loss)
         self._check_unscaled()
 
         n, row, dtype = self._n, self._buf[self._pending], self._stat_dtype
@@ -396,7 +335,7 @@ class ELRMonitor:
                                "optimizer.step()")
         n, row = self._n, self._buf[self._pending]
         if loss is not None:
-            _check_loss(loss)
+            check_loss(loss)
             self._write_loss(row, loss)
             self._cur_loss_given = True
         if self.track_update:
@@ -595,8 +534,8 @@ class ELRMonitor:
         self._first_bad, self._bad_message = None, ""
         self._append(state["steps"].detach().cpu().numpy().astype(np.int64),
                      state["lr"].detach().cpu().numpy().astype(np.float64), raw,
-                     _bools(state.get("skipped"), t, False),
-                     _bools(state.get("loss_given"), t, True))
+                     bools(state.get("skipped"), t, False),
+                     bools(state.get("loss_given"), t, True))
         self._reported = bool(state.get("reported", self._first_bad is not None))
         self._step = int(state["step"])
         self._pending = 0
@@ -606,29 +545,3 @@ class ELRMonitor:
     def __repr__(self) -> str:
         return (f"ELRMonitor({len(self.names)} tensors, step={self._step}, "
                 f"sync_every={self.sync_every}, track_update={self.track_update})")
-
-
-def _bools(value: Any, length: int, default: bool) -> np.ndarray:
-    if value is None:
-        return np.full(length, default, dtype=bool)
-    return value.detach().cpu().numpy().astype(bool)
-
-
-def _check_loss(loss: Any) -> None:
-    if loss is None:
-        return
-    if isinstance(loss, Tensor):
-        if loss.numel() != 1:
-            raise ValueError(f"loss must be a scalar, got a tensor of shape {tuple(loss.shape)}")
-    elif not isinstance(loss, (int, float)):
-        raise TypeError(f"loss must be a tensor or a number, got {type(loss).__name__}")
-
-
-def _as_float(lr: Any) -> float:
-    """A learning rate as a float (a CPU tensor lr is read without a device sync)."""
-    if isinstance(lr, Tensor):
-        if lr.device.type != "cpu":
-            raise TypeError("learning rates stored as device tensors are not supported; "
-                            "use a float or a CPU tensor lr")
-        return float(lr)
-    return float(lr)
