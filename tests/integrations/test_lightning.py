@@ -149,7 +149,7 @@ def test_warmup_callback_records_the_dampened_lr() -> None:
     target = 50.0
     monitor = ELRMonitorCallback(sync_every=50)
     oracle = _BruteForce(NAMES)
-    _, _, trainer = _fit([CriticalLRWarmupCallback(guard=True), monitor, oracle], lr=target)
+    _, _, trainer = _fit([CriticalLRWarmupCallback(), monitor, oracle], lr=target)
     frame = monitor.monitor.to_dataframe()
     assert len(frame) == (BATCHES // ACCUMULATE) * len(NAMES)
     want = np.array([r["lr"] for r in oracle.rows])

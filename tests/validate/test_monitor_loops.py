@@ -93,7 +93,7 @@ def test_lr_is_the_dampened_lr_the_step_used(nesting: str) -> None:
     model, x, y = _setup()
     target = 50.0                      # far above the critical lr: the warm-up binds
     opt = torch.optim.SGD(model.parameters(), lr=target)
-    warmup = CriticalLRWarmup(opt, model, guard=True)
+    warmup = CriticalLRWarmup(opt, model)
     monitor = ELRMonitor(model, opt, sync_every=2)
     oracle = _Oracle(model, monitor.names)
     for step in range(3):
