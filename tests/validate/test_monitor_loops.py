@@ -444,3 +444,33 @@ def test_eval_mode_batchnorm_layers_are_not_monitored() -> None:
             opt.step()
         oracle.after()
     _check(monitor.to_dataframe(), oracle.frame())
+
+
+def test_hookless_optimizer_like_object_reads_lr_at_before_step() -> None:
+    """Duck-typed optimizer without step hooks: lr read at before_step, never 'skipped'."""
+    class ManualSGD:
+        def __init__(self, params, lr: float) -> None:
+            self.param_groups = [{"params": list(params), "lr": lr}]
+
+        def step(self) -> None:
+            with torch.no_grad():
+                for p in self.param_groups[0]["params"]:
+                    if p.grad is not None:
+                        p.add_(p.grad, alpha=-self.param_groups[0]["lr"])
+
+    model, x, y = _setup(seed=6)
+    opt = ManualSGD(model.parameters(), lr=0.07)
+    monitor = ELRMonitor(model, opt)
+    oracle = _Oracle(model, monitor.names)
+    for step in range(2):
+        model.zero_grad(set_to_none=True)
+        loss = F.cross_entropy(model(x), y)
+        loss.backward()
+        oracle.before(step)
+        with monitor.step(loss):
+            opt.step()
+        oracle.after()
+    got = monitor.to_dataframe()
+    _check(got, oracle.frame())
+    np.testing.assert_allclose(got["lr"], oracle.frame()["sgd_lr"], rtol=1e-5)
+    assert not got["skipped"].any()
