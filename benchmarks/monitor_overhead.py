@@ -14,7 +14,7 @@ overhead.
     python benchmarks/monitor_overhead.py                  # CPU: ResNet-20 x0.5, batch 32
     python benchmarks/monitor_overhead.py --device cuda    # ResNet-56, batch 128 (goal <= 2%)
 
-Goals: <= 10% on CPU, <= 2% on a GPU.  With ``--device cuda`` and no CUDA available
+Goals: <= 3% on CPU (ResNet-20, one thread), <= 2% on a GPU.  With ``--device cuda`` and no CUDA available
 the script says so and runs the CPU configuration.
 """
 
@@ -152,7 +152,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         "monitor_call_fraction": statistics.fmean(inside) / med["plain"],
         "steps_recorded": monitor.step_count,
     }
-    goal = 0.02 if device.type == "cuda" else 0.10
+    goal = 0.02 if device.type == "cuda" else 0.03
     print(f"ResNet-{cfg['depth']} x{cfg['width_multiplier']} batch {cfg['batch_size']} on "
           f"{result['device_name']} ({device}, {result['threads']} threads), "
           f"{len(monitor.names)} monitored tensors, sync_every={args.sync_every}, "

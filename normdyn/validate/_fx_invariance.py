@@ -45,13 +45,31 @@ normalization absorbed the scale.  The transfer rules:
   invariant).  Multiplying or dividing by an invariant value (a constant or a tensor
   that does not depend on :math:`w`), and a *bias-free* linear/conv layer, keep it
   homogeneous too.  ``a + b`` and ``cat`` are homogeneous only when every operand is.
+* **Concatenation into a per-channel norm.**  ``torch.cat(..., dim=1)`` of the weight's
+  (homogeneous) output with values that do not scale with it (DenseNet's feature
+  concatenation) is **channel-partial**: some channels are multiplied by
+  :math:`\alpha`, the others are invariant.  A norm that normalizes every channel on
+  its own -- BatchNorm, InstanceNorm, ``GroupNorm`` with one channel per group -- turns
+  it into an invariant value, since each channel's mean and variance scale with that
+  channel.  Elementwise positively homogeneous operations (ReLU, LeakyReLU, PReLU,
+  dropout, pooling, no-ops) and further channel concatenations keep it
+  channel-partial; anything else (LayerNorm over channels, a conv or linear layer that
+  mixes channels, reshapes, sums) breaks it.  Only ``dim=1`` (a literal, positive) is
+  recognised: the graph has no shapes to resolve a negative ``dim``.
+* **Norms in eval mode do not normalize.**  A ``BatchNorm`` in ``eval()`` mode (with
+  running statistics), an ``InstanceNorm`` with ``track_running_stats`` in ``eval()``
+  mode, and ``F.batch_norm(..., training=False)`` with running statistics apply a fixed
+  per-channel affine map :math:`x \mapsto kx + c`: a homogeneous input becomes affine
+  (its shift :math:`c` plays the role of a bias, removed only by a following norm as in
+  the **Bias** rule), so frozen-statistics BatchNorm makes the layers before it *not*
+  scale invariant.
 * **Everything else breaks it**: a residual addition of an invariant value
   (``x + conv(x)``), a bias that the norm does not remove, saturating or smooth
   activations (tanh, GELU, softmax, ...), a product of two values that both depend on
   :math:`w` (attention scores), or the weight reaching an output unnormalized.
 
-BatchNorm is analysed in its *training* behaviour (batch statistics): in ``eval()``
-mode it uses running statistics and no layer is scale invariant.  ``eps`` makes all
+Each norm is analysed in the mode it is in when the detector runs (``module.training``):
+call the detector on the model as it will be trained.  ``eps`` makes all
 normalizations only approximately invariant;
 :func:`~normdyn.validate.detection.measure_defect` shows by how much.
 
@@ -76,6 +94,8 @@ from normdyn.validate._layers import (
     _has_bias,
     _layer_kind,
     _norm_kind,
+    _normalizes,
+    _per_channel,
     _removes_bias,
 )
 
@@ -139,6 +159,22 @@ _META_ATTRS = {"shape", "dtype", "device", "ndim", "is_cuda", "requires_grad", "
 _META_METHODS = {"size", "dim", "numel", "type", "get_device", "is_contiguous"}
 
 _INV, _HOM, _AFF, _BRK = "invariant", "homogeneous", "affine", "broken"
+_PART = "channel-partial"   # some channels (dim 1) homogeneous, the others invariant
+
+# Elementwise (per channel) positively homogeneous: keep a channel-partial value so.
+_CHANNELWISE_MODULES: tuple[type[nn.Module], ...] = (
+    nn.ReLU, nn.LeakyReLU, nn.PReLU, nn.Identity, nn.modules.dropout._DropoutNd,
+    nn.modules.pooling._MaxPoolNd, nn.modules.pooling._AvgPoolNd,
+    nn.modules.pooling._AdaptiveAvgPoolNd, nn.modules.pooling._AdaptiveMaxPoolNd,
+)
+_CHANNELWISE_FUNCTIONS: set[Callable[..., Any]] = {
+    torch.relu, F.relu, F.leaky_relu, F.dropout, F.dropout1d, F.dropout2d, F.dropout3d,
+    F.max_pool1d, F.max_pool2d, F.max_pool3d, F.avg_pool1d, F.avg_pool2d, F.avg_pool3d,
+    F.adaptive_avg_pool1d, F.adaptive_avg_pool2d, F.adaptive_avg_pool3d,
+    F.adaptive_max_pool1d, F.adaptive_max_pool2d, F.adaptive_max_pool3d, torch.clone,
+}
+_CHANNELWISE_METHODS = {"relu", "relu_", "contiguous", "clone", "to", "float", "double",
+                        "half", "bfloat16", "type_as", "detach"}
 
 
 # --------------------------------------------------------------------------- fx tracing
@@ -194,6 +230,22 @@ def _trace(model: nn.Module, max_retries: int = 32) -> tuple[fx.Graph | None, se
     return None, opaque, error
 
 
+def _functional_normalizes(node: fx.Node, kind: NormKind) -> bool | None:
+    """Whether a functional norm call uses the statistics of its input (None: unknown)."""
+    def arg(index: int, name: str, default: Any) -> Any:
+        return node.args[index] if len(node.args) > index else node.kwargs.get(name, default)
+
+    if kind == "batch":
+        training, running_mean = arg(5, "training", False), arg(1, "running_mean", None)
+        if running_mean is None or training is True:
+            return True
+        return False if training is False else None
+    if kind == "instance":
+        use_input_stats = arg(5, "use_input_stats", True)
+        return use_input_stats if isinstance(use_input_stats, bool) else None
+    return True
+
+
 def _node_label(node: fx.Node, modules: dict[str, nn.Module]) -> str:
     if node.op == "call_module":
         return f"{type(modules[str(node.target)]).__name__} '{node.target}'"
@@ -225,6 +277,7 @@ class _Propagation:
         self.norms: list[tuple[str, NormKind]] = []
         self.path: dict[fx.Node, list[str]] = {}
         self.bias_from: dict[fx.Node, nn.Module] = {}
+        self.frozen: dict[nn.Module, str] = {}   # eval-mode norm -> its label
 
     def _source(self, node: fx.Node) -> str | None:
         if node.op == "call_module" and node.target == self.layer_name:
@@ -237,7 +290,7 @@ class _Propagation:
         self.cls[node] = cls
         if cls == _BRK:
             self.why[node] = why
-        elif cls in (_HOM, _AFF):
+        elif cls in (_HOM, _AFF, _PART):
             prev = next((self.path[n] for n in via if n in self.path), [])
             self.path[node] = [*prev, _node_label(node, self.modules)] if via else []
 
@@ -270,14 +323,25 @@ class _Propagation:
     def _is_norm(self, node: fx.Node) -> bool:
         return self._norm_of(node) is not None
 
-    def _norm_of(self, node: fx.Node) -> tuple[NormKind, nn.Module | None] | None:
+    def _norm_of(self, node: fx.Node) -> tuple[NormKind, nn.Module | None, bool | None] | None:
+        """``(kind, module, normalizes)`` of a norm node; ``normalizes`` is None if unknown."""
         if node.op == "call_module":
             module = self.modules[str(node.target)]
             kind = _norm_kind(module)
-            return None if kind is None else (kind, module)
+            return None if kind is None else (kind, module, _normalizes(module))
         if node.op == "call_function" and node.target in _NORM_FUNCTIONS:
-            return _NORM_FUNCTIONS[node.target], None  # type: ignore[index]
+            kind = _NORM_FUNCTIONS[node.target]  # type: ignore[index]
+            return kind, None, _functional_normalizes(node, kind)
         return None
+
+    def _whose(self, node: fx.Node) -> str:
+        owner = self.bias_from[node]
+        if owner is self.layer:
+            return "the layer's own bias"
+        if owner in self.frozen:
+            return (f"the per-channel shift of {self.frozen[owner]} (eval mode, running "
+                    "statistics: it does not normalize)")
+        return "the bias of an intermediate layer"
 
     def _first_arg(self, node: fx.Node) -> Any:
         if node.args:
@@ -294,17 +358,21 @@ class _Propagation:
         # normalizations absorb the scale
         norm = self._norm_of(node)
         if norm is not None:
-            kind, module = norm
+            kind, module, normalizes = norm
             if not only_first:
                 self._set(node, _BRK, f"{label} gets the weight's scale in a non-input argument")
             elif first_cls == _BRK:
                 self._set(node, _BRK, self.why[first])
+            elif not normalizes:
+                self._frozen_norm(node, first, first_cls, module, label, normalizes)
+            elif first_cls == _PART and not _per_channel(module, kind):
+                self._set(node, _BRK, f"{label} normalizes across channels that scale "
+                                      "differently (the weight's output was concatenated with "
+                                      "channels that do not scale with it)")
             elif first_cls == _AFF and not _removes_bias(self.bias_from[first], module, kind):
-                whose = "the layer's own bias" if self.bias_from[first] is self.layer else \
-                    "the bias of an intermediate layer"
                 self._set(node, _BRK,
-                          f"{whose} is not removed by {label} (a {kind} norm does not "
-                          "subtract a mean over the axes the bias is constant on)")
+                          f"{self._whose(first)} is not removed by {label} (a {kind} norm does "
+                          "not subtract a mean over the axes the bias is constant on)")
             else:
                 self.cls[node] = _INV
                 self.norms.append((str(node.target) if node.op == "call_module" else node.name,
@@ -332,13 +400,18 @@ class _Propagation:
                 self._set(node, _AFF, via=[first])
                 self.bias_from[node] = self.bias_from[first]
             else:
-                whose = "the layer has a bias" if self.bias_from[first] is self.layer else \
-                    "a bias was added by an intermediate layer"
+                whose = self._whose(first)
+                whose = {"the layer's own bias": "the layer has a bias",
+                         "the bias of an intermediate layer":
+                             "a bias was added by an intermediate layer"}.get(whose, whose)
                 self._set(node, _BRK, f"{whose} and the output passes through {label} "
                                       "before any normalization")
             return
         if any(self.cls[n] == _AFF for n in dependent):
             self._set(node, _BRK, f"the layer has a bias and its output reaches {label}")
+            return
+        if any(self.cls[n] == _PART for n in dependent):
+            self._partial(node, first, only_first, label)
             return
 
         # from here on every dependent input is homogeneous
@@ -366,12 +439,7 @@ class _Propagation:
             elif fn in _SUM_FUNCTIONS:
                 self._sum(node, inputs, dependent, label)
             elif fn in _CAT_FUNCTIONS:
-                tensors = _flat_nodes(node.args[0] if node.args else node.kwargs.get("tensors"))
-                if all(self.cls.get(n, _INV) == _HOM for n in tensors):
-                    self._set(node, _HOM, via=tensors)
-                else:
-                    self._set(node, _BRK, f"{label} joins the weight's output with values that "
-                                          "do not scale with it")
+                self._cat(node, label)
             elif fn in _LINEAR_FUNCTIONS:
                 bias = node.args[_LINEAR_FUNCTIONS[fn]] if len(node.args) > 2 else \
                     node.kwargs.get("bias")
@@ -396,6 +464,52 @@ class _Propagation:
                 self._set(node, _BRK, f"{label} is not positively homogeneous")
             return
         self._set(node, _BRK, f"{label} is not analysed")
+
+    def _frozen_norm(self, node: fx.Node, first: Any, first_cls: str, module: nn.Module | None,
+                     label: str, normalizes: bool | None) -> None:
+        """An eval-mode norm: the fixed per-channel affine map ``k x + c``."""
+        if module is None or first_cls == _PART:
+            how = "uses running statistics" if normalizes is False else \
+                "may use running statistics (its training flag is not a constant)"
+            self._set(node, _BRK, f"{label} {how}: it does not normalize")
+            return
+        # homogeneous or affine in, affine out: c acts as a per-channel bias
+        self.frozen[module] = label
+        self._set(node, _AFF, via=[first])
+        self.bias_from[node] = module
+
+    def _cat(self, node: fx.Node, label: str) -> None:
+        tensors = _flat_nodes(node.args[0] if node.args else node.kwargs.get("tensors"))
+        classes = [self.cls.get(n, _INV) for n in tensors]
+        dim = node.args[1] if len(node.args) > 1 else node.kwargs.get(
+            "dim", node.kwargs.get("axis", 0))
+        if all(c == _HOM for c in classes):
+            self._set(node, _HOM, via=tensors)
+        elif node.target in (torch.cat, torch.concat) and dim == 1 and \
+                all(c in (_INV, _HOM, _PART) for c in classes):
+            self._set(node, _PART, via=[n for n, c in zip(tensors, classes, strict=True)
+                                        if c != _INV])
+        else:
+            self._set(node, _BRK, f"{label} joins the weight's output with values that "
+                                  "do not scale with it")
+
+    def _partial(self, node: fx.Node, first: Any, only_first: bool, label: str) -> None:
+        """Transfer of a channel-partial value (some channels scale, the others do not)."""
+        target = node.target
+        if node.op == "call_function" and target in _CAT_FUNCTIONS:
+            self._cat(node, label)
+            return
+        channelwise = (
+            (node.op == "call_module"
+             and isinstance(self.modules[str(target)], _CHANNELWISE_MODULES))
+            or (node.op == "call_function" and target in _CHANNELWISE_FUNCTIONS)
+            or (node.op == "call_method" and target in _CHANNELWISE_METHODS)
+        )
+        if channelwise and only_first:
+            self._set(node, _PART, via=[first])
+        else:
+            self._set(node, _BRK, f"{label} mixes the channels of a concatenation that only "
+                                  "partly scales with the weight, before a per-channel norm")
 
     def _product(self, node: fx.Node, dependent: list[fx.Node], label: str) -> None:
         if len(dependent) == 1:

@@ -7,7 +7,8 @@ if its own ``forward`` cannot be traced) are judged by a forward-hook heuristic 
 on ``example_input``: a conv/linear whose output tensor is, unmodified (same storage
 and version counter) or through pass-through modules (ReLU, dropout, pooling,
 ``Identity``, ``Flatten``), the input of the next executed normalization module with
-a matching channel count.  The heuristic cannot see other uses of the output (e.g. a
+a matching channel count, and in the mode it is trained in (a BatchNorm in
+``eval()`` mode does not normalize).  The heuristic cannot see other uses of the output (e.g. a
 residual addition elsewhere), so it can over-report; each result's ``reason`` says
 which method decided it.
 
@@ -32,6 +33,7 @@ from normdyn.validate._layers import (
     _has_bias,
     _layer_kind,
     _norm_kind,
+    _normalizes,
     _removes_bias,
 )
 
@@ -162,6 +164,10 @@ def _hook_one(events: list[_Event], i: int, kind: LayerKind, param_name: str,
         if not _same_data(out, version, event.inp, event.inp_version):
             break
         norm_kind = _norm_kind(event.module)
+        if norm_kind is not None and not _normalizes(event.module):
+            return LayerVerdict(**base, invariant=False, norm_name=None, norm_kind=None,
+                                reason=prefix + f"next normalization {event.name!r} is in eval "
+                                "mode (running statistics): it does not normalize")
         if norm_kind is not None:
             channels = _norm_channels(event.module, norm_kind)
             if channels != _out_channels(layer.module):

@@ -9,6 +9,7 @@ both the :mod:`torch.fx` analysis and the forward-hook fallback use them.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -24,6 +25,10 @@ __all__ = [
     "_norm_kind",
     "_has_bias",
     "_removes_bias",
+    "_normalizes",
+    "_per_channel",
+    "_short_names",
+    "_one_line",
 ]
 
 LayerKind = Literal["conv", "linear"]
@@ -115,3 +120,43 @@ def _removes_bias(layer: nn.Module, norm: nn.Module | None, norm_kind: NormKind)
         spatial_dims = len(layer.kernel_size)  # type: ignore[attr-defined]
         return len(norm.normalized_shape) <= spatial_dims
     return False
+
+
+def _normalizes(module: nn.Module) -> bool:
+    """Whether a norm module normalizes with the statistics of its input, now.
+
+    ``BatchNorm`` in ``eval()`` mode with running statistics, and ``InstanceNorm`` with
+    ``track_running_stats`` in ``eval()`` mode, apply a fixed per-channel affine map
+    instead (the same test as torch's own ``forward``).
+    """
+    if isinstance(module, nn.modules.batchnorm._BatchNorm):
+        return module.training or (module.running_mean is None and module.running_var is None)
+    if isinstance(module, nn.modules.instancenorm._InstanceNorm):
+        return module.training or not module.track_running_stats
+    return True
+
+
+def _per_channel(norm: nn.Module | None, kind: NormKind) -> bool:
+    """Whether the norm normalizes every channel (axis 1) on its own."""
+    if kind in ("batch", "instance"):
+        return True
+    if kind == "group":
+        return norm is not None and norm.num_groups == norm.num_channels  # type: ignore[union-attr]
+    return False
+
+
+def _short_names(names: Sequence[str], limit: int = 3) -> str:
+    """``'a', 'b', 'c' and 5 more``: the first few of ``names`` for a one-line message.
+
+    Each name is cut to 48 characters, so the result stays short whatever the model.
+    """
+    names = list(names)
+    shown = ", ".join(repr(n if len(n) <= 48 else n[:45] + "...") for n in names[:limit])
+    rest = len(names) - limit
+    return shown + (f" and {rest} more" if rest > 0 else "")
+
+
+def _one_line(message: str, limit: int = 300) -> str:
+    """``message`` on one line of at most ``limit`` characters (cut with ``...``)."""
+    message = " ".join(message.split())
+    return message if len(message) <= limit else message[: limit - 3] + "..."

@@ -19,9 +19,17 @@ operations keep invariance; residual additions, smooth activations and products 
 two weight-dependent values break it.  The full transfer rules are documented in
 :mod:`normdyn.validate._fx_invariance`, next to the code that implements them.
 
-BatchNorm is analysed in its *training* behaviour (batch statistics): in ``eval()``
-mode it uses running statistics and no layer is scale invariant.  ``eps`` makes all
-normalizations only approximately invariant; :func:`measure_defect` shows by how much.
+Each norm is analysed in its current mode: a BatchNorm in ``eval()`` mode (frozen,
+running statistics) does not normalize, so the layers before it are *not* scale
+invariant; call the detector on the model in the mode it is trained in.
+``torch.cat`` along the channel dimension into a per-channel norm (DenseNet) keeps
+each operand's producer invariant.  ``eps`` makes all normalizations only
+approximately invariant; :func:`measure_defect` shows by how much.
+
+Wrappers -- ``DataParallel``, ``DistributedDataParallel`` (``.module``) and
+``torch.compile``'s ``OptimizedModule`` (``._orig_mod``), nested in any order -- are
+unwrapped; parameter names keep the wrappers' prefixes (``module.``, ``_orig_mod.``)
+so that they match ``model.named_parameters()``.
 
 Fallback: when :func:`torch.fx.symbolic_trace` fails (data-dependent control flow),
 the module that failed is made opaque and tracing is retried, so the rest of the
@@ -50,6 +58,8 @@ from normdyn.validate._layers import (  # LayerKind, NormKind: re-exported type 
     NormKind,  # noqa: F401
     ScaleInvariantLayer,
     _layer_kind,
+    _one_line,
+    _short_names,
 )
 
 __all__ = [
@@ -65,6 +75,7 @@ __all__ = [
 
 
 def _unwrap(model: nn.Module) -> tuple[nn.Module, str]:
+    """Strip DataParallel/DDP (``module.``) and ``torch.compile`` (``_orig_mod.``) wrappers."""
     wrappers: tuple[type[nn.Module], ...] = (nn.DataParallel,)
     try:
         from torch.nn.parallel import DistributedDataParallel
@@ -72,9 +83,15 @@ def _unwrap(model: nn.Module) -> tuple[nn.Module, str]:
         wrappers = (*wrappers, DistributedDataParallel)
     except ImportError:  # pragma: no cover
         pass
-    if isinstance(model, wrappers):
-        return model.module, "module."  # type: ignore[return-value]
-    return model, ""
+    prefix = ""
+    while True:
+        if isinstance(model, wrappers):
+            model, prefix = model.module, prefix + "module."  # type: ignore[assignment]
+        elif type(model).__name__ == "OptimizedModule" and isinstance(
+                getattr(model, "_orig_mod", None), nn.Module):
+            model, prefix = model._orig_mod, prefix + "_orig_mod."  # type: ignore[assignment]
+        else:
+            return model, prefix
 
 
 def analyze_scale_invariance(model: nn.Module,
@@ -98,7 +115,7 @@ def analyze_scale_invariance(model: nn.Module,
     hooked: set[str] = set()
     if graph is None:
         hooked = {name for name, _ in layers}
-        why = f"torch.fx could not trace the model: {error}"
+        why = f"torch.fx could not trace the model: {error[:120]}"
         restrict = None
     else:
         for name, _ in layers:
@@ -107,19 +124,20 @@ def analyze_scale_invariance(model: nn.Module,
             else:
                 prop = _Propagation(graph, modules, name, f"{name}.weight")
                 verdicts[name] = prop.run()
-        why = ("torch.fx could not trace module(s) "
-               f"{', '.join(repr(o) for o in sorted(opaque))}: {error}")
+        why = (f"torch.fx could not trace {len(opaque)} module(s) "
+               f"{_short_names(sorted(opaque), 2)}: {error[:120]}")
         restrict = sorted(opaque)
     if hooked:
         if example_input is None:
             if graph is None:
-                raise ValueError(
-                    f"torch.fx could not trace {type(inner).__name__} ({error}); pass "
+                raise ValueError(_one_line(
+                    f"torch.fx could not trace {type(inner).__name__} ({error[:120]}); pass "
                     "example_input=... to use the forward-hook heuristic, or names=[...] "
-                    "to choose the parameters yourself")
-            warnings.warn(
-                f"{why}; their layers {sorted(hooked)} are not analysed (pass example_input "
-                "to use the forward-hook heuristic)", stacklevel=2)
+                    "to choose the parameters yourself"))
+            warnings.warn(_one_line(
+                f"{why}; their {len(hooked)} layer(s) {_short_names(sorted(hooked), 2)} are "
+                "not analysed (pass example_input to use the forward-hook heuristic)"),
+                stacklevel=2)
             for name in hooked:
                 kind = _layer_kind(modules[name])
                 assert kind is not None
@@ -194,8 +212,9 @@ def measure_defect(model: nn.Module, loss_fn: Callable[..., Tensor], batch: Any,
         chosen = list(names)
         missing = [n for n in chosen if n not in params]
         if missing:
-            raise ValueError(f"unknown parameter name(s) {missing}; the model has "
-                             f"{list(params)[:8]}...")
+            raise ValueError(_one_line(
+                f"{len(missing)} unknown parameter name(s) {_short_names(missing)}; "
+                f"the model has {len(params)}, e.g. {_short_names(list(params))}"))
     if not chosen:
         raise ValueError("the model has no weight with two or more dimensions to measure")
     example = batch[0] if isinstance(batch, (tuple, list)) else batch

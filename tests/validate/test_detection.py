@@ -410,8 +410,10 @@ def test_measure_defect_transformer_weights_are_not_invariant() -> None:
 
 def test_measure_defect_errors() -> None:
     model = nn.Sequential(nn.Linear(3, 2))
-    with pytest.raises(ValueError, match=re.escape("unknown parameter name(s) ['nope']")):
+    with pytest.raises(ValueError, match=re.escape(
+            "1 unknown parameter name(s) 'nope'; the model has 2, e.g. '0.weight', '0.bias'")):
         measure_defect(model, F.cross_entropy, (torch.randn(4, 3), torch.zeros(4).long()),
                        names=["nope"])
     with pytest.raises(TypeError, match="batch must be"):
         measure_defect(model, F.cross_entropy, "batch")
+

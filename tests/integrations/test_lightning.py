@@ -1,0 +1,159 @@
+"""normdyn.integrations.lightning on a tiny LightningModule, Trainer on CPU.
+
+Oracle: an independent callback that computes, brute force in float64, the norms from
+``p.grad`` in ``on_before_optimizer_step`` and ``||dw||`` from the parameters before and
+after the step; with plain SGD the lr the step used is ``||dw|| / ||g||``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+L = pytest.importorskip("lightning.pytorch")
+
+import torch.nn.functional as F  # noqa: E402
+from torch import nn  # noqa: E402
+
+from normdyn.integrations.lightning import (  # noqa: E402
+    CriticalLRWarmupCallback,
+    ELRMonitorCallback,
+)
+
+BATCHES, ACCUMULATE = 8, 2
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+class _Net(L.LightningModule):
+    def __init__(self, lr: float) -> None:
+        super().__init__()
+        self.lr = lr
+        self.conv = nn.Conv2d(3, 8, 3, padding=1, bias=False)
+        self.bn = nn.BatchNorm2d(8)
+        self.conv2 = nn.Conv2d(8, 8, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(8)
+        self.head = nn.Linear(8, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.relu(self.bn2(self.conv2(F.relu(self.bn(self.conv(x))))))
+        return self.head(x.mean(dim=(2, 3)))
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        return F.cross_entropy(self(x), y)
+
+    def configure_optimizers(self):
+        opt = torch.optim.SGD(self.parameters(), lr=self.lr)
+        sched = torch.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=0.5)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+
+class _Recorder(L.loggers.Logger):
+    def __init__(self) -> None:
+        super().__init__()
+        self.metrics: list[tuple[int, dict]] = []
+
+    @property
+    def name(self) -> str:
+        return "recorder"
+
+    @property
+    def version(self) -> str:
+        return "0"
+
+    def log_hyperparams(self, params, *args, **kwargs) -> None:
+        pass
+
+    def log_metrics(self, metrics, step=None) -> None:
+        self.metrics.append((step, dict(metrics)))
+
+
+class _BruteForce(L.Callback):
+    def __init__(self, names: list[str]) -> None:
+        self.names = names
+        self.rows: list[dict] = []
+        self._before: dict | None = None
+
+    def on_before_optimizer_step(self, trainer, pl_module, optimizer) -> None:
+        params = dict(pl_module.named_parameters())
+        self._before = {n: (params[n].detach().double().clone(),
+                            torch.linalg.vector_norm(params[n].grad.double()).item())
+                        for n in self.names}
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if self._before is None:
+            return
+        params = dict(pl_module.named_parameters())
+        for n in self.names:
+            w, g_norm = self._before[n]
+            dw = torch.linalg.vector_norm(params[n].detach().double() - w).item()
+            self.rows.append(dict(layer=n, sigma2=torch.dot(w.flatten(), w.flatten()).item(),
+                                  grad_norm=g_norm, lr=dw / g_norm,
+                                  update_elr=dw / torch.linalg.vector_norm(w).item()))
+        self._before = None
+
+
+def _fit(callbacks, lr: float = 0.1):
+    torch.manual_seed(0)
+    dataset = torch.utils.data.TensorDataset(torch.randn(4 * BATCHES, 3, 6, 6),
+                                             torch.randint(0, 4, (4 * BATCHES,)))
+    data = torch.utils.data.DataLoader(dataset, batch_size=4)
+    model = _Net(lr)
+    logger = _Recorder()
+    trainer = L.Trainer(accelerator="cpu", devices=1, max_epochs=1, logger=logger,
+                        callbacks=callbacks, accumulate_grad_batches=ACCUMULATE,
+                        enable_checkpointing=False, enable_progress_bar=False,
+                        enable_model_summary=False, log_every_n_steps=1)
+    trainer.fit(model, train_dataloaders=data)
+    return model, logger, trainer
+
+
+NAMES = ["conv.weight", "conv2.weight"]
+
+
+def test_monitor_callback_under_gradient_accumulation_matches_brute_force() -> None:
+    callback = ELRMonitorCallback(sync_every=3)
+    oracle = _BruteForce(NAMES)
+    _, logger, trainer = _fit([callback, oracle])
+    frame = callback.monitor.to_dataframe()
+    steps = BATCHES // ACCUMULATE
+    assert trainer.global_step == steps
+    assert callback.monitor.names == NAMES
+    assert sorted(frame["step"].unique()) == list(range(steps))
+    want = [r for r in oracle.rows]
+    assert len(want) == len(frame) == steps * len(NAMES)
+    for col in ("sigma2", "grad_norm", "update_elr", "lr"):
+        np.testing.assert_allclose(frame[col], [r[col] for r in want], rtol=1e-5, err_msg=col)
+    np.testing.assert_allclose(frame.groupby("step")["lr"].first(),
+                               0.1 * 0.5 ** np.arange(steps))   # the per-step scheduler
+    assert frame["valid"].all() and not frame["skipped"].any()
+    assert np.isfinite(frame["loss"]).all()
+    # the summaries went through the Lightning logger, one entry per optimizer step
+    logged = [(s, m) for s, m in logger.metrics if "elr/elr/spread" in m]
+    assert [s for s, _ in logged] == list(range(steps))
+    for step, metrics in logged:
+        elr = frame[frame["step"] == step]["elr"].to_numpy()
+        assert metrics["elr/elr/spread"] == pytest.approx(elr.max() / elr.min(), rel=1e-12)
+        assert metrics["elr/elr/q90"] == pytest.approx(np.quantile(elr, 0.9), rel=1e-12)
+
+
+def test_warmup_callback_records_the_dampened_lr() -> None:
+    target = 50.0
+    monitor = ELRMonitorCallback(sync_every=50)
+    oracle = _BruteForce(NAMES)
+    _, _, trainer = _fit([CriticalLRWarmupCallback(), monitor, oracle], lr=target)
+    frame = monitor.monitor.to_dataframe()
+    assert len(frame) == (BATCHES // ACCUMULATE) * len(NAMES)
+    want = np.array([r["lr"] for r in oracle.rows])
+    np.testing.assert_allclose(frame["lr"], want, rtol=1e-5)
+    assert want[0] < 0.5 * target                     # the warm-up did dampen
+    # the scheduler kept its own chain: 4 halvings of the target, not of the dampened lr
+    assert trainer.optimizers[0].param_groups[0]["lr"] == pytest.approx(target * 0.5**4)
