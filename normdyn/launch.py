@@ -175,7 +175,9 @@ def launch(runs: Sequence[PlannedRun], cache_dir: str | Path, root: str | Path, 
     if not isinstance(jobs, int) or isinstance(jobs, bool) or jobs < 1:
         raise ValueError(f"jobs must be an integer >= 1, got {jobs!r}")
     cache_dir = Path(cache_dir)
-    todo = [r for r in runs if not _is_complete(cache_dir, r.key)]
+    # Longest first, so that the workers stay busy until the end.
+    todo = sorted((r for r in runs if not _is_complete(cache_dir, r.key)),
+                  key=lambda r: -estimate_seconds(r.config, "cpu"))
     if launcher == "inprocess" or not todo:
         return {}
     from tqdm.auto import tqdm
