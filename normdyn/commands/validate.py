@@ -5,6 +5,9 @@ Writes into ``--out``: the per-step table, ``metrics.csv``, ``config.json``,
 :mod:`normdyn.validate.runs` and :mod:`normdyn.validate.compare`), then prints a short
 summary.  Re-running with the same arguments resumes from the checkpoint; other
 arguments in an existing ``--out`` are refused.
+
+A run whose loss turns NaN or infinite stops at that step: the steps before it are kept
+(written atomically), one line on stderr names the step, and the exit code is 1.
 """
 
 from __future__ import annotations
@@ -152,9 +155,8 @@ def run(args: argparse.Namespace) -> int:
     sweep = pd.read_csv(out / SWEEP_FILE) if (out / SWEEP_FILE).is_file() else None
     try:
         report = compare_run(table, meta["config"], sweep=sweep)
-    except ValueError as exc:
-        if status:
-            print(f"normdyn validate: no report: {exc}", file=sys.stderr)
+    except ValueError:
+        if status:  # a run that diverged early may be too short for a report
             return status
         raise
     report["run"]["wall_seconds"] = seconds
