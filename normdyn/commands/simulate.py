@@ -12,7 +12,8 @@ The initial state comes from ``--elr`` (ELRs at the lr; with an lr sweep, at lr 
 ``--sigma2`` with ``--c``, or ``--layers`` with ``--spread``.  ``--lr`` is one value or a
 log-spaced sweep ``start:stop:num``.  ``--json`` prints a summary (per-step spread, ELR
 quantiles and flips, final per-layer ELR and update ELR, and for recorded runs the per-step
-per-layer ELRs) with plain floats; ``--out`` writes the tidy frame (``.csv``/``.parquet``,
+per-layer ELRs) with plain floats (a spread beyond float64 is ``null``; ``log10_spread`` is
+always finite); ``--out`` writes the tidy frame (``.csv``/``.parquet``,
 atomically).  Bad input exits with code 2 and one line on stderr.
 """
 
@@ -182,11 +183,18 @@ def run(args: argparse.Namespace) -> int:
         shown = np.unique(np.linspace(0, summary.runs - 1, min(summary.runs, 10)).round())
         if shown.size < summary.runs:
             print(f"{summary.runs} runs; showing {shown.size} (use --json or --out for all)")
+        log_spread = summary.log10_spread
         for r in shown.astype(int):
-            print(f"lr {summary.lr[r]:.6g} seed {summary.seed[r]}: spread "
-                  f"{summary.spread[0, r]:.6g} -> {summary.spread[-1, r]:.6g} over "
+            first = _spread_text(summary.spread[0, r], log_spread[0, r])
+            last = _spread_text(summary.spread[-1, r], log_spread[-1, r])
+            print(f"lr {summary.lr[r]:.6g} seed {summary.seed[r]}: spread {first} -> {last} over "
                   f"{summary.step[-1]} steps, {int(summary.total_flips[r])} flips")
     return 0
+
+
+def _spread_text(spread: float, log10_spread: float) -> str:
+    """``1.5`` or, where the ratio exceeds float64, ``10^600`` (from ``log10_spread``)."""
+    return f"{spread:.6g}" if np.isfinite(spread) else f"10^{log10_spread:.6g}"
 
 
 def _continuous(state: Any, lrs: np.ndarray, steps: int, schedule: Any, momentum: float,

@@ -24,7 +24,10 @@ with :func:`scipy.integrate.solve_ivp` (DOP853, ``rtol=1e-10``): the right-hand 
 the per-step increment of the generated discrete map, never a re-typed formula.  (The
 subtraction loses relative accuracy :math:`\sim\epsilon/E^2` when :math:`E^2 \ll \epsilon`,
 i.e. for ELRs below about 1e-7.)  Both functions return the tidy columns of
-:data:`normdyn.simulate.discrete.COLUMNS`, with ``step`` holding the (float) time.
+:data:`normdyn.simulate.discrete.COLUMNS`, with ``step`` holding the (float) time;
+``spread`` is ``inf`` where :math:`E_{max}/E_{min}` exceeds float64 and ``log10_spread``
+is finite there.  A squared norm or an ELR that leaves float64 raises
+:class:`~normdyn._checks.NonFiniteError` naming it (``sigma2``, ``elr``) and the time.
 """
 
 from __future__ import annotations
@@ -43,7 +46,7 @@ from normdyn._checks import (
     check_nonnegative,
     check_positive,
 )
-from normdyn.simulate.discrete import COLUMNS, update_elr
+from normdyn.simulate.discrete import COLUMNS, check_state, log10_spread, update_elr
 from normdyn.simulate.initial import from_elr
 from normdyn.theory.numeric import (
     continuous_elr,
@@ -82,9 +85,11 @@ def _frame(t: np.ndarray, lr: np.ndarray, lr_t: np.ndarray, sigma2: np.ndarray, 
            e: np.ndarray, upd: np.ndarray, seed: int = 0) -> pd.DataFrame:
     """Tidy frame from ``(M, N, L)`` arrays (``lr_t``, ``c`` broadcastable), order lr, t, layer."""
     M, N, L = e.shape
-    spread = e.max(axis=-1, keepdims=True) / e.min(axis=-1, keepdims=True)
-    if not (np.all(np.isfinite(e)) and np.all(np.isfinite(spread))):
-        raise NonFiniteError("continuous: an ELR under- or overflowed float64")
+    check_state("continuous", t, e, np.broadcast_to(sigma2, e.shape), lr)
+    hi, lo = e.max(axis=-1, keepdims=True), e.min(axis=-1, keepdims=True)
+    with np.errstate(over="ignore"):
+        spread = hi / lo  # inf where the ratio exceeds float64; log10_spread stays finite
+    log_spread = log10_spread(hi, lo, spread)
 
     def tidy(a: np.ndarray) -> np.ndarray:  # (M, N, L) -> flat in (N, M, L) order
         return np.ascontiguousarray(np.swapaxes(np.broadcast_to(a, (M, N, L)), 0, 1)).reshape(-1)
@@ -100,6 +105,7 @@ def _frame(t: np.ndarray, lr: np.ndarray, lr_t: np.ndarray, sigma2: np.ndarray, 
         "elr": tidy(e),
         "update_elr": tidy(upd),
         "spread": tidy(spread),
+        "log10_spread": tidy(log_spread),
     }
     return pd.DataFrame({name: data[name] for name in COLUMNS})
 

@@ -75,6 +75,7 @@ from normdyn.simulate.summary import (
     QUANTILES,
     TrajectorySummary,
     count_flips,
+    log10_spread,
     quantile_positions,
     sorted_quantiles,
 )
@@ -96,6 +97,8 @@ __all__ = [
     "from_elr",
     "update_elr",
     "count_flips",
+    "check_state",
+    "log10_spread",
     "FLIP_RTOL",
     "numba_available",
 ]
@@ -103,6 +106,7 @@ __all__ = [
 #: Columns of the tidy frames of every simulator, in order.
 COLUMNS: tuple[str, ...] = (
     "step", "layer", "lr", "lr_t", "seed", "sigma2", "c", "elr", "update_elr", "spread",
+    "log10_spread",
 )
 
 Record = Literal["all", "summary"] | int
@@ -235,34 +239,97 @@ def _step_fn(momentum: float, weight_decay: float):
     return lambda s, eta, c: momentum_norm_step.raw(s, eta, c, weight_decay, momentum)
 
 
+def _run_numpy_summary(inp: _Inputs, sched: ScheduleLike, momentum: float,
+                       weight_decay: float, recorded: np.ndarray,
+                       progress: bool) -> dict[str, np.ndarray]:
+    """Summaries with rows kept sorted by ELR, like the numba kernel.
+
+    The state ``sig, cc`` of every run is stored in the order of its last ELRs (``idx``
+    maps positions to layers).  A step is then elementwise work plus one vectorized check
+    that every row is still sorted; only rows whose order changed are re-sorted (stable,
+    so the result equals the kernel's insertion sort) and only they get a pairwise flip
+    count.  Spread and quantiles are reads of sorted columns.
+    """
+    S, N, L, R, K = inp.S, inp.N, inp.L, inp.R, recorded.size
+    step = _step_fn(momentum, weight_decay)
+    dep = bool(getattr(sched, "state_dependent", False))
+    crit = isinstance(sched, CriticalWarmup)
+    T = inp.c.shape[1]
+    row_seed = np.repeat(np.arange(S), N)
+    sig = np.repeat(inp.sigma2_0, N, axis=0)
+    cc = np.repeat(inp.c[:, 0, :], N, axis=0)
+    idx = np.tile(np.arange(L, dtype=np.int64), (R, 1))
+    rows = np.arange(R)[:, None]
+    out = _alloc(inp, K, True)
+    lr_out, spread_out, flips_out = out["lr_t"].T, out["spread"].T, out["flips"].T
+    quant_out = out["quantiles"].transpose(2, 1, 0)  # (R, K, Q), run-major like the kernel
+    slot = np.full(inp.steps + 1, -1, dtype=np.int64)
+    slot[recorded] = np.arange(K)
+    lo, hi, g = quantile_positions(L)
+    prev: np.ndarray | None = None
+
+    def state_of(t: int) -> ScheduleState | None:
+        if not dep:
+            return None
+        c_next = inp.c[row_seed, min(t, T - 1)][rows, idx] if T > 1 else cc
+        a = elr.raw(1.0, c_next, sig)
+        a_max, a_min = a.max(axis=1).reshape(S, N), a.min(axis=1).reshape(S, N)
+        if crit:
+            return ScheduleState(a_max=a_max, a_min=a_min)
+        per_layer = np.empty_like(a)
+        per_layer[rows, idx] = a
+        return ScheduleState(per_unit_elr=per_layer.reshape(S, N, L), a_max=a_max, a_min=a_min)
+
+    state = state_of(0)
+    for t in tqdm(range(inp.steps + 1), disable=not progress, file=sys.stderr, unit="step"):
+        if T > 1:
+            cc = inp.c[row_seed, min(t, T - 1)][rows, idx]
+        lr_t = _lr_rows(sched, t, state, (S, N)).reshape(R)
+        e = elr.raw(lr_t[:, None], cc, sig)
+        moved = np.flatnonzero(np.any(e[:, 1:] < e[:, :-1], axis=1)) if L > 1 else ()
+        k = slot[t]
+        if len(moved):
+            sub = e[moved]
+            if prev is not None and k >= 0 and t > 0:
+                flips_out[moved, k] = count_flips(prev[moved], sub)
+            perm = np.argsort(sub, axis=1, kind="stable")
+            e[moved] = np.take_along_axis(sub, perm, axis=1)
+            for arr in (sig, cc, idx):
+                arr[moved] = np.take_along_axis(arr[moved], perm, axis=1)
+        if k >= 0:
+            lr_out[:, k] = lr_t
+            with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
+                spread_out[:, k] = e[:, -1] / e[:, 0]
+            quant_out[:, k] = sorted_quantiles(e, lo, hi, g)
+        if t == inp.steps:
+            final_e, final_s = np.empty_like(e), np.empty_like(sig)
+            final_e[rows, idx], final_s[rows, idx] = e, sig
+            out["final_elr"], out["final_sigma2"], out["final_lr_t"] = final_e, final_s, lr_t
+            break
+        sig = step(sig, lr_t[:, None], cc)
+        prev = e
+        state = state_of(t + 1)
+    return out
+
+
 def _run_numpy(inp: _Inputs, sched: ScheduleLike, momentum: float, weight_decay: float,
                recorded: np.ndarray, summary: bool, progress: bool) -> dict[str, np.ndarray]:
+    if summary:
+        return _run_numpy_summary(inp, sched, momentum, weight_decay, recorded, progress)
     S, N, L, K = inp.S, inp.N, inp.L, recorded.size
     step = _step_fn(momentum, weight_decay)
     dep = bool(getattr(sched, "state_dependent", False))
     sig = np.broadcast_to(inp.sigma2_0[:, None, :], (S, N, L)).copy()
-    out = _alloc(inp, K, summary)
+    out = _alloc(inp, K, False)
     slot = np.full(inp.steps + 1, -1, dtype=np.int64)
     slot[recorded] = np.arange(K)
-    lo, hi, g = quantile_positions(L)
-    prev = prev_perm = None
     state = ScheduleState(per_unit_elr=elr.raw(1.0, inp.c_at(0)[:, None, :], sig)) if dep else None
     for t in tqdm(range(inp.steps + 1), disable=not progress, file=sys.stderr, unit="step"):
         c_t = inp.c_at(t)[:, None, :]
         lr_t = _lr_rows(sched, t, state, (S, N))
         e = elr.raw(lr_t[..., None], c_t, sig)
         k = slot[t]
-        if summary:
-            e2 = e.reshape(inp.R, L)
-            perm = np.argsort(e2, axis=1, kind="stable")
-            srt = np.take_along_axis(e2, perm, axis=1)
-            out["lr_t"][k] = lr_t.ravel()
-            out["spread"][k] = srt[:, -1] / srt[:, 0]
-            out["quantiles"][:, k] = sorted_quantiles(srt, lo, hi, g).T
-            if prev is not None:
-                out["flips"][k] = count_flips(prev, e2, prev_order=prev_perm)
-            prev, prev_perm = e2, perm
-        elif k >= 0:
+        if k >= 0:
             out["lr_t"][k] = lr_t.ravel()
             out["elr"][k] = e.reshape(inp.R, L)
             out["sigma2"][k] = sig.reshape(inp.R, L)
@@ -522,8 +589,7 @@ def simulate_discrete(
             flips=out["flips"], final_sigma2=out["final_sigma2"], final_elr=out["final_elr"],
             final_update_elr=update_elr(out["final_elr"], out["final_lr_t"][:, None], beta, lam),
         )
-        if not (np.all(np.isfinite(result.spread)) and np.all(np.isfinite(result.final_elr))):
-            raise NonFiniteError("simulate_discrete: an ELR under- or overflowed float64")
+        _check_summary(result, out["final_sigma2"])
         return result
     return _frame(inp, recorded, out, beta, lam)
 
@@ -549,9 +615,13 @@ def _frame(inp: _Inputs, recorded: np.ndarray, out: dict[str, np.ndarray], beta:
 
     e = out["elr"]
     lr_t = np.broadcast_to(out["lr_t"][:, :, None], (K, R, L))
-    spread = np.broadcast_to((e.max(-1) / e.min(-1))[:, :, None], (K, R, L))
-    if not np.all(np.isfinite(e)) or not np.all(np.isfinite(spread)):
-        raise NonFiniteError("simulate_discrete: an ELR under- or overflowed float64")
+    check_state("simulate_discrete", recorded, e, out["sigma2"], np.tile(inp.lr, inp.S),
+                final_sigma2=out["final_sigma2"])
+    hi, lo = e.max(-1), e.min(-1)
+    with np.errstate(over="ignore"):
+        ratio = hi / lo  # inf where the spread exceeds float64; log10_spread stays finite
+    spread = np.broadcast_to(ratio[:, :, None], (K, R, L))
+    log_spread = np.broadcast_to(log10_spread(hi, lo, ratio)[:, :, None], (K, R, L))
     data = {
         "step": np.tile(np.repeat(recorded.astype(np.int64), L), R),
         "layer": np.tile(np.arange(L, dtype=np.int64), R * K),
@@ -563,5 +633,57 @@ def _frame(inp: _Inputs, recorded: np.ndarray, out: dict[str, np.ndarray], beta:
         "elr": tidy(e),
         "update_elr": tidy(update_elr(e, lr_t, beta, lam)),
         "spread": tidy(spread),
+        "log10_spread": tidy(log_spread),
     }
     return pd.DataFrame({name: data[name] for name in COLUMNS})
+
+
+def check_state(where: str, step: np.ndarray, e: np.ndarray, sigma2: np.ndarray | None,
+                lr: np.ndarray, *, final_sigma2: np.ndarray | None = None) -> None:
+    r"""Raise :class:`NonFiniteError` naming the quantity that left float64, and where.
+
+    ``e`` and ``sigma2`` are ``(K, R, L)`` records of steps ``step (K,)`` for runs of base
+    lr ``lr (R,)``.  A squared weight norm that overflowed (checked first, also in
+    ``final_sigma2 (R, L)``: :math:`\sigma^2` never shrinks back from ``inf``) is reported
+    as such, not as the zero ELR :math:`\eta c/\infty` it causes; then an ELR that
+    overflowed or underflowed to 0.  A spread :math:`E_{max}/E_{min}` beyond float64 is
+    *not* an error (``spread`` is ``inf``, ``log10_spread`` finite).
+    """
+    def where_bad(mask: np.ndarray) -> str:
+        k, r, layer = (int(i[0]) for i in np.nonzero(mask))
+        return f"step {int(step[k])} (lr {float(lr[r]):.6g}, layer {layer})"
+
+    if sigma2 is not None and not np.all(np.isfinite(sigma2)):
+        raise NonFiniteError(f"{where}: sigma2 (squared weight norm) overflowed float64 at "
+                             f"{where_bad(~np.isfinite(sigma2))}")
+    if final_sigma2 is not None and not np.all(np.isfinite(final_sigma2)):
+        r, layer = (int(i[0]) for i in np.nonzero(~np.isfinite(final_sigma2)))
+        zero = np.nonzero(~(e[:, r, layer] > 0))[0]
+        at = f"by step {int(step[zero[0]])}" if zero.size else "after the last step"
+        raise NonFiniteError(f"{where}: sigma2 (squared weight norm) overflowed float64 {at} "
+                             f"(lr {float(lr[r]):.6g}, layer {layer})")
+    if not np.all(np.isfinite(e)):
+        raise NonFiniteError(f"{where}: elr overflowed float64 at "
+                             f"{where_bad(~np.isfinite(e))}")
+    if not np.all(e > 0):
+        raise NonFiniteError(f"{where}: elr underflowed to 0 at {where_bad(~(e > 0))}")
+
+
+def _check_summary(result: TrajectorySummary, final_sigma2: np.ndarray) -> None:
+    """:func:`check_state` for a summary: its min and max ELR per step stand for every layer."""
+    lo, hi = result.quantile("min"), result.quantile("max")  # (K, R)
+
+    def at(mask: np.ndarray) -> str:
+        k, r = (int(i[0]) for i in np.nonzero(mask))
+        return f"step {int(result.step[k])} (lr {float(result.lr[r]):.6g})"
+
+    if not np.all(np.isfinite(final_sigma2)):
+        r, layer = (int(i[0]) for i in np.nonzero(~np.isfinite(final_sigma2)))
+        zero = np.nonzero(~(lo[:, r] > 0))[0]
+        when = f"by step {int(result.step[zero[0]])}" if zero.size else "after the last step"
+        raise NonFiniteError(f"simulate_discrete: sigma2 (squared weight norm) overflowed "
+                             f"float64 {when} (lr {float(result.lr[r]):.6g}, layer {layer})")
+    if not np.all(np.isfinite(hi)):
+        raise NonFiniteError(f"simulate_discrete: elr overflowed float64 at {at(~np.isfinite(hi))}")
+    if not np.all(lo > 0):
+        raise NonFiniteError(f"simulate_discrete: elr underflowed to 0 at {at(~(lo > 0))}")
