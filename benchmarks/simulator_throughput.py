@@ -89,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if not numba_available():
         print("numba is not installed: only the NumPy engine can be measured "
-              "(pip install 'normdyn[fast]')", file=sys.stderr)
+              "(pip install numba)", file=sys.stderr)
     L = 110
     state = initial_state(layers=L, spread=1e3, seed=0)
     s0, c = state.sigma2_0, state.c

@@ -124,7 +124,7 @@ def _threads() -> int:
 
 
 def numba_available() -> bool:
-    """Whether the fused numba kernel can be used (``pip install normdyn[fast]``)."""
+    """Whether the fused numba kernel can be used (numba, a core dependency of normdyn)."""
     return _numba_kernel() is not None
 
 
@@ -578,7 +578,7 @@ def simulate_discrete(
     if kernel is not None and inp.R * inp.L * max(inp.steps, 1) >= PARALLEL_WORK:
         kernel = _numba_kernel(parallel=True) if _threads() > 1 else kernel
     if engine == "numba" and kernel is None:
-        raise ValueError("engine: 'numba' is not installed (pip install 'normdyn[fast]')")
+        raise ValueError("engine: 'numba' is not installed (pip install numba)")
     run = functools.partial(_run_numba, kernel) if kernel is not None else _run_numpy
     with np.errstate(over="ignore", under="ignore", divide="ignore", invalid="ignore"):
         out = run(inp, sched, beta, lam, recorded, summary, progress)

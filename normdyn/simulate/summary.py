@@ -77,32 +77,34 @@ def sorted_quantiles(srt: np.ndarray, lo: np.ndarray, hi: np.ndarray, g: np.ndar
     return np.where(g >= 0.5, b - d * (1.0 - g), a + d * g)
 
 
-def count_flips(prev: np.ndarray, cur: np.ndarray, *, chunk: int = 1 << 22,
+def count_flips(prev: np.ndarray, cur: np.ndarray, *, chunk: int = 1 << 20,
                 prev_order: np.ndarray | None = None) -> np.ndarray:
     r"""Per row, the pairs :math:`(\ell, k)` with :math:`(p_\ell-p_k)(q_\ell-q_k) < 0`.
 
     ``prev`` and ``cur`` are ``(R, L)`` positive ELRs; a pair within :data:`FLIP_RTOL`
     (relative) at either step counts as tied, not flipped.  Memory is bounded by ``chunk``
     pair entries; ``prev_order`` (``argsort`` of ``prev`` along rows) saves a sort.
+
+    Both rows are taken in the order that sorts ``prev``; then a pair at positions
+    :math:`i < j` flipped iff :math:`p_j - p_i > r\,p_j` and :math:`q_i - q_j > r\,q_i`
+    (:math:`r` = :data:`FLIP_RTOL`; the larger value of each pair is the scale of its tie
+    test, exactly as in the numba kernel's insertion sort).  For :math:`i > j` the first
+    test fails by itself, so no triangle mask is needed.
     """
     R, L = prev.shape
     rows = max(1, chunk // max(L * L, 1))
-
-    def order(x: np.ndarray) -> np.ndarray:
-        d = x[:, :, None] - x[:, None, :]
-        return np.where(np.abs(d) > FLIP_RTOL * np.maximum(x[:, :, None], x[:, None, :]),
-                        np.sign(d), 0.0)
-
-    # Rows whose values, taken in the previous sorted order, are still non-decreasing have
-    # no strict reversal and hence no flip; only the others need the pairwise count.
     perm = np.argsort(prev, axis=1, kind="stable") if prev_order is None else prev_order
-    moved = np.take_along_axis(cur, perm, axis=1)
+    p = np.take_along_axis(prev, perm, axis=1)
+    q = np.take_along_axis(cur, perm, axis=1)
     out = np.zeros(R, dtype=np.int64)
-    todo = np.flatnonzero(np.any(moved[:, 1:] < moved[:, :-1], axis=1))
+    # Rows still non-decreasing in the previous order have no strict reversal, no flip.
+    todo = np.flatnonzero(np.any(q[:, 1:] < q[:, :-1], axis=1))
     for i in range(0, todo.size, rows):
         sel = todo[i:i + rows]
-        both = order(prev[sel]) * order(cur[sel])
-        out[sel] = np.count_nonzero(both < 0, axis=(1, 2)) // 2
+        ps, qs = p[sel], q[sel]
+        separated = (ps[:, None, :] - ps[:, :, None]) > FLIP_RTOL * ps[:, None, :]  # [r, i, j]
+        reversed_ = (qs[:, :, None] - qs[:, None, :]) > FLIP_RTOL * qs[:, :, None]
+        out[sel] = np.count_nonzero(separated & reversed_, axis=(1, 2))
     return out
 
 
