@@ -401,6 +401,18 @@ def _numba_kernel(parallel: bool = False):  # pragma: no cover - needs numba
                 if t == steps:
                     for j in range(L):
                         en[j] = nb_elr(lr, cr[j], sr[j])
+                elif need_a and not refill:
+                    # Fused: the per-unit-lr ELRs c/sigma2 of the next state and their
+                    # extremes, in the same pass over the row as the step itself.
+                    hi, lo = -np.inf, np.inf
+                    for j in range(L):
+                        x, cj = sr[j], cr[j]
+                        en[j] = nb_elr(lr, cj, x)
+                        y = nb_step(x, lr, cj) if plain else nb_mstep(x, lr, cj, lam, beta)
+                        sr[j] = y
+                        a = nb_elr(1.0, cj, y)
+                        hi, lo = max(hi, a), min(lo, a)
+                    a_max[r], a_min[r] = hi, lo
                 elif plain:
                     for j in range(L):
                         x, cj = sr[j], cr[j]
@@ -411,7 +423,7 @@ def _numba_kernel(parallel: bool = False):  # pragma: no cover - needs numba
                         x, cj = sr[j], cr[j]
                         en[j] = nb_elr(lr, cj, x)
                         sr[j] = nb_mstep(x, lr, cj, lam, beta)
-                if need_a and t < steps:  # per-unit-lr ELRs of the next state
+                if need_a and refill and t < steps:  # per-unit-lr ELRs of the next state
                     hi, lo = -np.inf, np.inf
                     for j in range(L):
                         a = nb_elr(1.0, c[s, min(t + 1, T - 1), ir[j]] if refill else cr[j], sr[j])
