@@ -652,50 +652,61 @@ def _frame(inp: _Inputs, recorded: np.ndarray, out: dict[str, np.ndarray], beta:
 
 def check_state(where: str, step: np.ndarray, e: np.ndarray, sigma2: np.ndarray | None,
                 lr: np.ndarray, *, final_sigma2: np.ndarray | None = None) -> None:
-    r"""Raise :class:`NonFiniteError` naming the quantity that left float64, and where.
+    r"""Raise :class:`NonFiniteError` naming the quantity that left float64 first, and where.
 
     ``e`` and ``sigma2`` are ``(K, R, L)`` records of steps ``step (K,)`` for runs of base
-    lr ``lr (R,)``.  A squared weight norm that overflowed (checked first, also in
-    ``final_sigma2 (R, L)``: :math:`\sigma^2` never shrinks back from ``inf``) is reported
-    as such, not as the zero ELR :math:`\eta c/\infty` it causes; then an ELR that
-    overflowed or underflowed to 0.  A spread :math:`E_{max}/E_{min}` beyond float64 is
-    *not* an error (``spread`` is ``inf``, ``log10_spread`` finite).
+    lr ``lr (R,)``.  The earliest bad step is reported: a squared weight norm that
+    overflowed (also checked in ``final_sigma2 (R, L)``: :math:`\sigma^2` never comes back
+    from ``inf``) is named as such, not as the zero ELR :math:`\eta c/\infty` it causes in
+    the same step; an ELR that overflowed or underflowed to 0 is named ``elr``.  A spread
+    :math:`E_{max}/E_{min}` beyond float64 is *not* an error (``spread`` is ``inf``,
+    ``log10_spread`` finite).
     """
-    def where_bad(mask: np.ndarray) -> str:
-        k, r, layer = (int(i[0]) for i in np.nonzero(mask))
+    bad_e = ~(np.isfinite(e) & (e > 0))
+    bad_s = ~np.isfinite(sigma2) if sigma2 is not None else np.zeros(e.shape, dtype=bool)
+    k_e = int(np.argmax(bad_e.any(axis=(1, 2)))) if bad_e.any() else None
+    k_s = int(np.argmax(bad_s.any(axis=(1, 2)))) if bad_s.any() else None
+    final_bad = final_sigma2 is not None and not np.all(np.isfinite(final_sigma2))
+    if k_e is None and k_s is None and not final_bad:
+        return
+
+    def place(mask: np.ndarray, k: int) -> str:
+        r, layer = (int(i[0]) for i in np.nonzero(mask[k]))
         return f"step {int(step[k])} (lr {float(lr[r]):.6g}, layer {layer})"
 
-    if sigma2 is not None and not np.all(np.isfinite(sigma2)):
+    if k_s is not None and (k_e is None or k_s <= k_e):
         raise NonFiniteError(f"{where}: sigma2 (squared weight norm) overflowed float64 at "
-                             f"{where_bad(~np.isfinite(sigma2))}")
-    if final_sigma2 is not None and not np.all(np.isfinite(final_sigma2)):
-        r, layer = (int(i[0]) for i in np.nonzero(~np.isfinite(final_sigma2)))
-        zero = np.nonzero(~(e[:, r, layer] > 0))[0]
-        at = f"by step {int(step[zero[0]])}" if zero.size else "after the last step"
-        raise NonFiniteError(f"{where}: sigma2 (squared weight norm) overflowed float64 {at} "
-                             f"(lr {float(lr[r]):.6g}, layer {layer})")
-    if not np.all(np.isfinite(e)):
-        raise NonFiniteError(f"{where}: elr overflowed float64 at "
-                             f"{where_bad(~np.isfinite(e))}")
-    if not np.all(e > 0):
-        raise NonFiniteError(f"{where}: elr underflowed to 0 at {where_bad(~(e > 0))}")
+                             f"{place(bad_s, k_s)}")
+    if k_e is not None:
+        k = k_e
+        r, layer = (int(i[0]) for i in np.nonzero(bad_e[k]))
+        if final_bad and np.isfinite(e[k, r, layer]):  # a zero ELR from an overflowed norm
+            raise NonFiniteError(f"{where}: sigma2 (squared weight norm) overflowed float64 by "
+                                 f"{place(bad_e, k)}")
+        what = "overflowed float64" if not np.isfinite(e[k, r, layer]) else "underflowed to 0"
+        raise NonFiniteError(f"{where}: elr {what} at {place(bad_e, k)}")
+    r, layer = (int(i[0]) for i in np.nonzero(~np.isfinite(final_sigma2)))
+    raise NonFiniteError(f"{where}: sigma2 (squared weight norm) overflowed float64 after the "
+                         f"last recorded step (lr {float(lr[r]):.6g}, layer {layer})")
 
 
 def _check_summary(result: TrajectorySummary, final_sigma2: np.ndarray) -> None:
     """:func:`check_state` for a summary: its min and max ELR per step stand for every layer."""
     lo, hi = result.quantile("min"), result.quantile("max")  # (K, R)
-
-    def at(mask: np.ndarray) -> str:
-        k, r = (int(i[0]) for i in np.nonzero(mask))
-        return f"step {int(result.step[k])} (lr {float(result.lr[r]):.6g})"
-
-    if not np.all(np.isfinite(final_sigma2)):
+    bad = ~(np.isfinite(hi) & np.isfinite(lo) & (lo > 0))
+    final_bad = not np.all(np.isfinite(final_sigma2))
+    if not bad.any() and not final_bad:
+        return
+    if not bad.any():
         r, layer = (int(i[0]) for i in np.nonzero(~np.isfinite(final_sigma2)))
-        zero = np.nonzero(~(lo[:, r] > 0))[0]
-        when = f"by step {int(result.step[zero[0]])}" if zero.size else "after the last step"
         raise NonFiniteError(f"simulate_discrete: sigma2 (squared weight norm) overflowed "
-                             f"float64 {when} (lr {float(result.lr[r]):.6g}, layer {layer})")
-    if not np.all(np.isfinite(hi)):
-        raise NonFiniteError(f"simulate_discrete: elr overflowed float64 at {at(~np.isfinite(hi))}")
-    if not np.all(lo > 0):
-        raise NonFiniteError(f"simulate_discrete: elr underflowed to 0 at {at(~(lo > 0))}")
+                             f"float64 after the last step (lr {float(result.lr[r]):.6g}, "
+                             f"layer {layer})")
+    k, r = (int(i[0]) for i in np.nonzero(bad))
+    at = f"step {int(result.step[k])} (lr {float(result.lr[r]):.6g})"
+    if not np.isfinite(hi[k, r]):
+        raise NonFiniteError(f"simulate_discrete: elr overflowed float64 at {at}")
+    if final_bad:  # a zero ELR eta*c/inf: the norm overflowed in this step
+        raise NonFiniteError(f"simulate_discrete: sigma2 (squared weight norm) overflowed "
+                             f"float64 by {at}")
+    raise NonFiniteError(f"simulate_discrete: elr underflowed to 0 at {at}")
