@@ -207,3 +207,21 @@ def test_numba_is_a_core_dependency_and_the_makefile_needs_no_extra():
     meta = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     assert any(d.replace(" ", "").startswith("numba") for d in meta["dependencies"])
     assert "fast" not in (ROOT / "Makefile").read_text().split("pip install -e")[1].split("\n")[0]
+
+
+# ----------------------------------------------------------------------------- determinism
+
+
+def test_simulate_drift_same_seed_same_bytes(tmp_path, capsys):
+    from normdyn.cli import main
+
+    def run(name: str, seed: str) -> bytes:
+        path = tmp_path / name
+        assert main(["simulate", "drift", "--layers", "4", "--spread", "100", "--steps", "20",
+                     "--momentum", "0.9", "--elements", "50", "--seed", seed, "--out",
+                     str(path)]) == 0
+        return path.read_bytes()
+
+    first = run("a.csv", "3")
+    assert run("b.csv", "3") == first
+    assert run("c.csv", "4") != first
