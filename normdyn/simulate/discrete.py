@@ -261,12 +261,16 @@ def _run_numpy_summary(inp: _Inputs, sched: ScheduleLike, momentum: float,
     idx = np.tile(np.arange(L, dtype=np.int64), (R, 1))
     rows = np.arange(R)[:, None]
     out = _alloc(inp, K, True)
-    lr_out, spread_out, flips_out = out["lr_t"].T, out["spread"].T, out["flips"].T
-    quant_out = out["quantiles"].transpose(2, 1, 0)  # (R, K, Q), run-major like the kernel
+    # Step-major buffers (a record is one contiguous row), copied into the run-major
+    # output arrays once at the end.
+    lr_out, spread_out = np.empty((K, R)), np.empty((K, R))
+    flips_out = np.zeros((K, R), dtype=np.int64)
+    quant_out = np.empty((K, R, len(QUANTILES)))
     slot = np.full(inp.steps + 1, -1, dtype=np.int64)
     slot[recorded] = np.arange(K)
     lo, hi, g = quantile_positions(L)
     prev: np.ndarray | None = None
+    down = np.empty((R, max(L - 1, 0)), dtype=bool)  # where a row is no longer sorted
 
     def state_of(t: int) -> ScheduleState | None:
         if not dep:
@@ -286,25 +290,31 @@ def _run_numpy_summary(inp: _Inputs, sched: ScheduleLike, momentum: float,
             cc = inp.c[row_seed, min(t, T - 1)][rows, idx]
         lr_t = _lr_rows(sched, t, state, (S, N)).reshape(R)
         e = elr.raw(lr_t[:, None], cc, sig)
-        moved = np.flatnonzero(np.any(e[:, 1:] < e[:, :-1], axis=1)) if L > 1 else ()
+        moved: Any = ()
+        if L > 1:
+            np.less(e[:, 1:], e[:, :-1], out=down)
+            if down.any():
+                moved = np.flatnonzero(down.any(axis=1))
         k = slot[t]
         if len(moved):
             sub = e[moved]
             if prev is not None and k >= 0 and t > 0:
-                flips_out[moved, k] = count_flips(prev[moved], sub)
+                flips_out[k, moved] = count_flips(prev[moved], sub)
             perm = np.argsort(sub, axis=1, kind="stable")
             e[moved] = np.take_along_axis(sub, perm, axis=1)
             for arr in (sig, cc, idx):
                 arr[moved] = np.take_along_axis(arr[moved], perm, axis=1)
         if k >= 0:
-            lr_out[:, k] = lr_t
+            lr_out[k] = lr_t
             with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
-                spread_out[:, k] = e[:, -1] / e[:, 0]
-            quant_out[:, k] = sorted_quantiles(e, lo, hi, g)
+                np.divide(e[:, -1], e[:, 0], out=spread_out[k])
+            quant_out[k] = sorted_quantiles(e, lo, hi, g)
         if t == inp.steps:
             final_e, final_s = np.empty_like(e), np.empty_like(sig)
             final_e[rows, idx], final_s[rows, idx] = e, sig
             out["final_elr"], out["final_sigma2"], out["final_lr_t"] = final_e, final_s, lr_t
+            out["lr_t"][...], out["spread"][...], out["flips"][...] = lr_out, spread_out, flips_out
+            out["quantiles"][...] = np.moveaxis(quant_out, -1, 0)
             break
         sig = step(sig, lr_t[:, None], cc)
         prev = e

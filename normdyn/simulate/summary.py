@@ -77,7 +77,7 @@ def sorted_quantiles(srt: np.ndarray, lo: np.ndarray, hi: np.ndarray, g: np.ndar
     return np.where(g >= 0.5, b - d * (1.0 - g), a + d * g)
 
 
-def count_flips(prev: np.ndarray, cur: np.ndarray, *, chunk: int = 1 << 20,
+def count_flips(prev: np.ndarray, cur: np.ndarray, *, chunk: int = 1 << 17,
                 prev_order: np.ndarray | None = None) -> np.ndarray:
     r"""Per row, the pairs :math:`(\ell, k)` with :math:`(p_\ell-p_k)(q_\ell-q_k) < 0`.
 
