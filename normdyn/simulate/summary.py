@@ -224,10 +224,10 @@ class TrajectorySummary:
             return np.swapaxes(f[col].to_numpy(np.float64).reshape(R, K, L), 0, 1)
 
         e = grid("elr")
-        if not (np.all(np.isfinite(e)) and np.all(e > 0)):
-            raise NonFiniteError("frame: elr must be finite and positive to summarize, got "
-                                 f"{e[~(np.isfinite(e) & (e > 0))].ravel()[0]!r}")
-        srt = np.sort(e, axis=-1)
+        if not (np.all(np.isfinite(e)) and np.all(e >= 0)):
+            raise NonFiniteError("frame: elr must be finite and non-negative to summarize, got "
+                                 f"{e[~(np.isfinite(e) & (e >= 0))].ravel()[0]!r}")
+        srt = np.sort(e, axis=-1)  # a zero ELR (zero gradient): spread and log10_spread inf
         lo, hi, g = quantile_positions(L)
         flips = np.zeros((K, R), dtype=np.int64)
         for k in range(1, K):
@@ -247,6 +247,6 @@ class TrajectorySummary:
 
 
 def _ratio(hi: np.ndarray, lo: np.ndarray) -> np.ndarray:
-    """``hi/lo`` without a RuntimeWarning: ``inf`` where the ratio exceeds float64."""
-    with np.errstate(over="ignore"):
+    """``hi/lo`` without a RuntimeWarning: ``inf`` where the ratio exceeds float64 or ``lo == 0``."""
+    with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
         return hi / lo

@@ -225,3 +225,13 @@ def test_simulate_drift_same_seed_same_bytes(tmp_path, capsys):
     first = run("a.csv", "3")
     assert run("b.csv", "3") == first
     assert run("c.csv", "4") != first
+
+
+def test_zero_gradient_layer_in_a_drift_frame_summarizes_to_an_infinite_spread():
+    """A layer with c = 0 has ELR 0: spread and log10_spread are inf, with no warning."""
+    from normdyn.simulate import TrajectorySummary
+
+    frame = _no_runtime_warnings(simulate_drift, [1.0, 1.0], [0.0, 1.0], [10, 10], 0.1, 3)
+    summary = _no_runtime_warnings(TrajectorySummary.from_frame, frame)
+    assert np.all(np.isinf(summary.spread)) and np.all(np.isinf(summary.log10_spread))
+    assert np.all(np.isinf(frame.log10_spread))
