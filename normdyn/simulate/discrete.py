@@ -584,8 +584,18 @@ def simulate_discrete(
     pandas.DataFrame or TrajectorySummary
         Frame columns :data:`COLUMNS`: ``step, layer, lr`` (base lr of the run), ``lr_t``
         (the scheduled lr used at the step), ``seed, sigma2`` (before the step), ``c, elr``
-        (gradient ELR :math:`\eta_t c_t/\sigma^2_t`), ``update_elr, spread``; sorted by
-        seed, lr, step, layer.
+        (gradient ELR :math:`\eta_t c_t/\sigma^2_t`), ``update_elr, spread`` (the ratio
+        :math:`E_{max}/E_{min}` over layers; ``inf`` where it exceeds float64, e.g. ELRs
+        ``1e300`` and ``1e-300``), ``log10_spread`` (:math:`\log_{10}E_{max} -
+        \log_{10}E_{min}`, finite there: 600 in that example); sorted by seed, lr, step,
+        layer.
+
+    Raises
+    ------
+    NonFiniteError
+        (a ``ValueError``) naming the quantity that left float64 first and where: ``sigma2``
+        (the squared weight norm overflowed) or ``elr`` (overflowed, or underflowed to 0),
+        with the step, the run's lr and the layer.  NumPy's RuntimeWarnings are not shown.
     """
     inp = _Inputs(sigma2_0, c, lr, steps, seeds)
     beta = float(check_in_range("momentum", momentum, 0.0, 1.0))
