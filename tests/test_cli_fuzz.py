@@ -122,6 +122,11 @@ _OPTIONS = st.fixed_dictionaries({}, optional={
          options={"--lr": "1", "--record": "summary"}, steps="5", out=".csv", as_json=False)
 @example(mode="discrete", initial=["--sigma2", "1,1", "--c", "1e300,1"], options={}, steps="3",
          out=None, as_json=False)  # sigma2 overflows: an error naming sigma2
+@example(mode="continuous", initial=["--elr", "1e300,1e-300"],
+         options={"--schedule": "linear_warmup", "--warmup-steps": "2"}, steps="3", out=None,
+         as_json=False)  # warnings from solve_ivp, then an error not naming sigma2
+@example(mode="discrete", initial=["--elr", "1e300,1e-300"], options={"--momentum": "0.9"},
+         steps="3", out=None, as_json=False)  # update_elr was NaN after a RuntimeWarning
 @example(mode="discrete", initial=["--layers", "1000000000000", "--spread", "10"], options={},
          steps="1", out=None, as_json=False)  # was a MemoryError traceback
 @example(mode="discrete", initial=["--elr", "1,2"], options={"--lr": "1e-3:1:1000000000000"},

@@ -222,10 +222,15 @@ def continuous_ode(
         return (step(s, eta, c_fn(t)) - s).ravel()  # the per-step increment of the map
 
     y0 = np.broadcast_to(s0, (N, L)).ravel().copy()
-    sol = solve_ivp(rhs, (float(span[0]), float(span[1])), y0, method=method, t_eval=times,
-                    rtol=rtol, atol=atol)
-    if not sol.success:
-        raise NonFiniteError(f"continuous_ode: solve_ivp failed: {sol.message}")
+    with np.errstate(over="ignore", under="ignore", divide="ignore", invalid="ignore"):
+        sol = solve_ivp(rhs, (float(span[0]), float(span[1])), y0, method=method,
+                        t_eval=times, rtol=rtol, atol=atol)
+    if not sol.success or not np.all(np.isfinite(sol.y)):
+        e0 = elr.raw(np.broadcast_to(lr0[:, None], (N, L)), c_fn(float(span[0])), s0)
+        raise NonFiniteError(
+            f"continuous_ode: integrating sigma2 failed ({sol.message}); the largest initial "
+            f"ELR is {float(np.max(e0)):.3g}, and ELRs far above 1 make the flow too stiff "
+            "here (the closed form, constant lr without momentum, has no such limit)")
     sigma2 = sol.y.T.reshape(times.size, N, L)
     lr_t = np.stack([np.broadcast_to(np.atleast_1d(lr_fn(t)), (N,)) for t in times])[..., None]
     c_t = np.stack([np.broadcast_to(c_fn(t), (L,)) for t in times])[:, None, :]

@@ -235,3 +235,19 @@ def test_zero_gradient_layer_in_a_drift_frame_summarizes_to_an_infinite_spread()
     summary = _no_runtime_warnings(TrajectorySummary.from_frame, frame)
     assert np.all(np.isinf(summary.spread)) and np.all(np.isinf(summary.log10_spread))
     assert np.all(np.isinf(frame.log10_spread))
+
+
+def test_momentum_update_elr_and_ode_route_fail_naming_the_quantity_without_warnings():
+    st0 = from_elr([1e300, 1e-300], 1.0)
+    with pytest.raises(NonFiniteError, match=r"update_elr overflowed float64 at a gradient ELR"):
+        _no_runtime_warnings(simulate_discrete, st0.sigma2_0, st0.c, 1.0, 3, momentum=0.9)
+    from normdyn.simulate import continuous_ode, linear_warmup
+
+    with pytest.raises(NonFiniteError, match=r"continuous_ode: integrating sigma2 failed"):
+        _no_runtime_warnings(continuous_ode, st0.sigma2_0, st0.c, linear_warmup(1.0, 2),
+                             (0.0, 3.0), [0.0, 1.0, 2.0, 3.0])
+    # the same ELRs with a moderate spread integrate fine (the oracle: the closed form)
+    ok = from_elr([3.0, 0.01], 1.0)
+    ode = continuous_ode(ok.sigma2_0, ok.c, 1.0, (0.0, 3.0), [0.0, 1.0, 3.0])
+    closed = continuous_closed_form(ok.sigma2_0, ok.c, 1.0, [0.0, 1.0, 3.0])
+    assert np.all(np.abs(ode.elr.to_numpy() / closed.elr.to_numpy() - 1) <= rtol(F64, "ode"))
