@@ -251,3 +251,23 @@ def test_momentum_update_elr_and_ode_route_fail_naming_the_quantity_without_warn
     ode = continuous_ode(ok.sigma2_0, ok.c, 1.0, (0.0, 3.0), [0.0, 1.0, 3.0])
     closed = continuous_closed_form(ok.sigma2_0, ok.c, 1.0, [0.0, 1.0, 3.0])
     assert np.all(np.abs(ode.elr.to_numpy() / closed.elr.to_numpy() - 1) <= rtol(F64, "ode"))
+
+
+def test_benchmark_baseline_computes_the_same_spreads_as_the_numpy_engine():
+    """The bare NumPy loop of the benchmark (E <- 1/(E + 1/E)) is the same map and summary."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "simulator_throughput", ROOT / "benchmarks" / "simulator_throughput.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    from normdyn.simulate import initial_state
+
+    state = initial_state(layers=7, spread=50.0, seed=1)
+    lrs = np.logspace(-2, 1, 5)
+    steps = 30
+    bare = bench.bare_numpy_loop(state.elr(lrs), steps)  # (steps+1, runs)
+    got = simulate_discrete(state.sigma2_0, state.c, lrs, steps, record="summary",
+                            engine="numpy")
+    for t in range(steps + 1):
+        assert np.all(np.abs(got.spread[t] / bare[t] - 1) <= rtol(F64, "iterated", 2 * t + 2))
