@@ -283,7 +283,10 @@ def _run_numpy_summary(inp: _Inputs, sched: ScheduleLike, momentum: float,
     prev: np.ndarray | None = None
     down = np.empty((R, max(L - 1, 0)), dtype=bool)  # where a row is no longer sorted
 
+    a: np.ndarray | None = None  # per-unit-lr ELRs c/sigma2 of the current state (dep only)
+
     def state_of(t: int) -> ScheduleState | None:
+        nonlocal a
         if not dep:
             return None
         c_next = inp.c[row_seed, min(t, T - 1)][rows, idx] if T > 1 else cc
@@ -300,7 +303,8 @@ def _run_numpy_summary(inp: _Inputs, sched: ScheduleLike, momentum: float,
         if T > 1:
             cc = inp.c[row_seed, min(t, T - 1)][rows, idx]
         lr_t = _lr_rows(sched, t, state, (S, N)).reshape(R)
-        e = elr.raw(lr_t[:, None], cc, sig)
+        # critical: E = lr*a from the a the lr came from (as the kernel does)
+        e = elr.raw(lr_t[:, None], a, 1.0) if crit else elr.raw(lr_t[:, None], cc, sig)
         moved: Any = ()
         if L > 1:
             np.less(e[:, 1:], e[:, :-1], out=down)
@@ -348,7 +352,10 @@ def _run_numpy(inp: _Inputs, sched: ScheduleLike, momentum: float, weight_decay:
     for t in tqdm(range(inp.steps + 1), disable=not progress, file=sys.stderr, unit="step"):
         c_t = inp.c_at(t)[:, None, :]
         lr_t = _lr_rows(sched, t, state, (S, N))
-        e = elr.raw(lr_t[..., None], c_t, sig)
+        if isinstance(sched, CriticalWarmup):  # E = lr*a, a = c/sigma2 (as the kernel does)
+            e = elr.raw(lr_t[..., None], state.per_unit_elr, 1.0)
+        else:
+            e = elr.raw(lr_t[..., None], c_t, sig)
         k = slot[t]
         if k >= 0:
             out["lr_t"][k] = lr_t.ravel()
@@ -410,10 +417,26 @@ def _numba_kernel(parallel: bool = False):  # pragma: no cover - needs numba
             en = np.empty(L)
             swapped = False
             for t in range(t0, t1):
-                lr = min(base[r], nb_crit(a_max[r], a_min[r])) if crit else lr_block[t - t0, r]
                 if refill:
                     for j in range(L):
                         cr[j] = c[s, min(t, T - 1), ir[j]]
+                if crit:
+                    # The per-unit-lr ELRs a = c/sigma2 (into en), in the order of the last
+                    # ELRs: usually still sorted, so their extremes are the row's ends.
+                    still = True
+                    for j in range(L):
+                        en[j] = nb_elr(1.0, cr[j], sr[j])
+                    for j in range(1, L):
+                        still &= en[j - 1] <= en[j]
+                    if still:
+                        hi, lo = en[L - 1], en[0]
+                    else:
+                        hi, lo = -np.inf, np.inf
+                        for j in range(L):
+                            hi, lo = max(hi, en[j]), min(lo, en[j])
+                    lr = min(base[r], nb_crit(hi, lo))
+                else:
+                    lr = lr_block[t - t0, r]
                 k = slot[t]
                 if rec and k >= 0:
                     for j in range(L):
@@ -421,19 +444,12 @@ def _numba_kernel(parallel: bool = False):  # pragma: no cover - needs numba
                         rec_c[k, r, ir[j]] = cr[j]
                 if t == steps:
                     for j in range(L):
-                        en[j] = nb_elr(lr, cr[j], sr[j])
-                elif need_a and not refill:
-                    # Fused: the per-unit-lr ELRs c/sigma2 of the next state and their
-                    # extremes, in the same pass over the row as the step itself.
-                    hi, lo = -np.inf, np.inf
+                        en[j] = nb_elr(lr, en[j], 1.0) if crit else nb_elr(lr, cr[j], sr[j])
+                elif crit:  # en holds a = c/sigma2; E = lr*a: no second division
                     for j in range(L):
                         x, cj = sr[j], cr[j]
-                        en[j] = nb_elr(lr, cj, x)
-                        y = nb_step(x, lr, cj) if plain else nb_mstep(x, lr, cj, lam, beta)
-                        sr[j] = y
-                        a = nb_elr(1.0, cj, y)
-                        hi, lo = max(hi, a), min(lo, a)
-                    a_max[r], a_min[r] = hi, lo
+                        en[j] = nb_elr(lr, en[j], 1.0)
+                        sr[j] = nb_step(x, lr, cj) if plain else nb_mstep(x, lr, cj, lam, beta)
                 elif plain:
                     for j in range(L):
                         x, cj = sr[j], cr[j]
@@ -444,7 +460,7 @@ def _numba_kernel(parallel: bool = False):  # pragma: no cover - needs numba
                         x, cj = sr[j], cr[j]
                         en[j] = nb_elr(lr, cj, x)
                         sr[j] = nb_mstep(x, lr, cj, lam, beta)
-                if need_a and refill and t < steps:  # per-unit-lr ELRs of the next state
+                if need_a and t < steps:  # per-unit-lr ELRs of the next state
                     hi, lo = -np.inf, np.inf
                     for j in range(L):
                         a = nb_elr(1.0, c[s, min(t + 1, T - 1), ir[j]] if refill else cr[j], sr[j])
@@ -527,7 +543,7 @@ def _run_numba(kernel, inp: _Inputs, sched: ScheduleLike, momentum: float, weigh
         else:
             lr_block = np.stack([_lr_rows(sched, t, None, (S, N)).ravel() for t in range(t0, t1)])
         kernel(t0, t1, inp.steps, lr_block, crit, base, inp.c, np.repeat(np.arange(S), N), sig,
-               cc, idx, e, a_max, a_min, dep, momentum == 0.0 and weight_decay == 0.0,
+               cc, idx, e, a_max, a_min, dep and not crit, momentum == 0.0 and weight_decay == 0.0,
                float(weight_decay), float(momentum), summary, slot, q_lo, q_hi, q_g,
                out["lr_t"].T, spread, quant, flips, not summary, rec_e, rec_s, rec_c)
         bar.update(t1 - t0)
