@@ -445,11 +445,16 @@ def _numba_kernel(parallel: bool = False):  # pragma: no cover - needs numba
                 if t == steps:
                     for j in range(L):
                         en[j] = nb_elr(lr, en[j], 1.0) if crit else nb_elr(lr, cr[j], sr[j])
-                elif crit:  # en holds a = c/sigma2; E = lr*a: no second division
+                elif crit and plain:  # en holds a = c/sigma2; E = lr*a: no second division
                     for j in range(L):
                         x, cj = sr[j], cr[j]
                         en[j] = nb_elr(lr, en[j], 1.0)
-                        sr[j] = nb_step(x, lr, cj) if plain else nb_mstep(x, lr, cj, lam, beta)
+                        sr[j] = nb_step(x, lr, cj)
+                elif crit:
+                    for j in range(L):
+                        x, cj = sr[j], cr[j]
+                        en[j] = nb_elr(lr, en[j], 1.0)
+                        sr[j] = nb_mstep(x, lr, cj, lam, beta)
                 elif plain:
                     for j in range(L):
                         x, cj = sr[j], cr[j]
