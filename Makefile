@@ -18,7 +18,7 @@ $(PY):
 $(STAMP): $(PY) pyproject.toml
 	$(PY) -m pip install --upgrade pip
 	$(PY) -m pip install "$(TORCH_SPEC)"
-	$(PY) -m pip install -e '.[dev,torch,fast]'
+	$(PY) -m pip install -e '.[dev,torch]'
 	touch $(STAMP)
 
 test: $(STAMP)

@@ -1,7 +1,7 @@
 """The ``normdyn`` command line: ``check | simulate | validate | figures | report``.
 
-Bad input (a ``ValueError`` naming the parameter, a missing file) is printed as one
-line on stderr with exit code 2 and no traceback.
+Bad input (a ``ValueError`` naming the parameter, a missing file, an allocation beyond
+memory) is printed as one line on stderr with exit code 2 and no traceback.
 """
 
 from __future__ import annotations
@@ -44,6 +44,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except (ValueError, FileNotFoundError, FileExistsError) as exc:
         print(f"normdyn {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except MemoryError as exc:  # a size that passed validation but not the allocator
+        print(f"normdyn {args.command}: error: out of memory: {exc}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # stdout closed early, e.g. `normdyn ... --json | head`
         import os

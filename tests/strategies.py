@@ -119,3 +119,58 @@ sim_schedule_specs = st.one_of(
               st.floats(0.05, 1.0)).map(
         lambda p: ("step_decay", {"milestones": sorted(p[0]), "gamma": p[1]})),
 )
+
+
+# --- CLI fuzz (tests/test_cli_fuzz.py) ------------------------------------------------
+
+#: Number-like tokens a user may type where a number is expected: NaN and infinities in
+#: several spellings, signed zero, values that overflow float64 (1e309) or underflow to a
+#: subnormal/zero (1e-320), huge and negative magnitudes, and non-numbers ("", "abc", "0x10",
+#: a non-ASCII digit).  Each must be rejected with one line (exit 2) or accepted (exit 0).
+cli_bad_numbers = st.sampled_from([
+    "nan", "NaN", "-nan", "inf", "-inf", "Infinity", "0", "-0", "-1", "-1e-300", "1e309",
+    "-1e309", "1e300", "-1e300", "1e-320", "1e-300", "abc", "", " ", "0x10", "1e", "1_000",
+    "\u0663", "1,2", "--", "1.5",
+])
+
+#: Any float repr, NaN and infinities included (the CLI parses text, so repr is what it sees).
+cli_floats = st.floats(allow_nan=True, allow_infinity=True).map(repr)
+
+#: Integers from the useful to the absurd (beyond int64 and beyond memory), as text.
+cli_huge_ints = st.one_of(st.integers(-(10**30), 10**30), st.sampled_from([2**63, -(2**63) - 1])).map(str)
+
+#: Number tokens for float-valued options: bad spellings, any float, huge integers.
+cli_numbers = st.one_of(cli_bad_numbers, cli_floats, cli_huge_ints)
+
+#: Small step counts (a run finishes in milliseconds) or tokens argparse must refuse
+#: (non-integers); never a large valid count, so a fuzz case cannot run long.
+cli_steps = st.one_of(st.integers(-3, 4).map(str),
+                      st.sampled_from(["nan", "inf", "1.5", "", "abc", "1e3", "-1e309"]))
+
+#: Comma lists for per-layer options: empty lists and empty items, NaN/inf entries, mixed
+#: good and bad entries, 1..4 items.
+cli_lists = st.one_of(
+    st.sampled_from(["", ",", ",,", "1,,2", " , ", "nan,1", "1,inf", "1e300,1e-300", "-1,1"]),
+    st.lists(st.one_of(cli_bad_numbers, cli_floats), min_size=1, max_size=4).map(",".join),
+)
+
+#: lr values and sweeps start:stop:num (num small, or bad), plus bad tokens.
+cli_lr_specs = st.one_of(
+    cli_numbers,
+    st.tuples(cli_numbers, cli_numbers, st.one_of(st.integers(-2, 4).map(str), cli_bad_numbers))
+    .map(":".join),
+    st.sampled_from([":", "1:2", "1:2:3:4", "1e-3:1:3", "1:1:2"]),
+)
+
+#: Figure selections that are rejected quickly (`--only`): names that do not exist, bad
+#: numbers, an empty selection.  Excluded: "" (runs every figure) and tokens that name a
+#: real figure (a non-ASCII digit such as "\u0663" does), which would start minutes of work.
+cli_figure_names = st.one_of(
+    st.sampled_from([",", "nan", "inf", "-1", "0", "99", "fig00", "fig", "1e309", "1.5",
+                     "fig01x", "x,y", "-0"]),
+    st.from_regex(r"\Afig[1-9][0-9]{2,3}\Z"),
+)
+
+#: Unknown or misspelled option values for choice-like options.
+cli_words = st.one_of(st.sampled_from(["", "nan", "-1", "CONSTANT", "quick ", "none"]),
+                      st.text(alphabet="abcxyz_-", min_size=1, max_size=8))

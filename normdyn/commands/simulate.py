@@ -12,7 +12,8 @@ The initial state comes from ``--elr`` (ELRs at the lr; with an lr sweep, at lr 
 ``--sigma2`` with ``--c``, or ``--layers`` with ``--spread``.  ``--lr`` is one value or a
 log-spaced sweep ``start:stop:num``.  ``--json`` prints a summary (per-step spread, ELR
 quantiles and flips, final per-layer ELR and update ELR, and for recorded runs the per-step
-per-layer ELRs) with plain floats; ``--out`` writes the tidy frame (``.csv``/``.parquet``,
+per-layer ELRs) with plain floats (a spread beyond float64 is ``null``; ``log10_spread`` is
+always finite); ``--out`` writes the tidy frame (``.csv``/``.parquet``,
 atomically).  Bad input exits with code 2 and one line on stderr.
 """
 
@@ -89,10 +90,31 @@ def parse_lr(text: str) -> np.ndarray:
     if len(parts) != 3 or not nums[2].is_integer():
         raise ValueError(f"lr must be a number or start:stop:num with an integer num, got {text!r}")
     start, stop = check_positive("lr", nums[:2])
+    if not np.isfinite(nums[2]):
+        raise ValueError(f"lr sweep num must be a finite integer, got {text!r}")
     num = check_int("lr sweep num", int(nums[2]), minimum=1)
+    _fits("lr sweep num", num, 8 * num)
     if num > 1 and start == stop:
         raise ValueError(f"lr: a sweep of {num} lrs needs start != stop, got {text!r}")
     return np.logspace(np.log10(start), np.log10(stop), num)
+
+
+def _memory() -> int:
+    """Physical memory of this machine in bytes (``2**40`` where it cannot be read)."""
+    import os
+
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE")) * int(os.sysconf("SC_PHYS_PAGES"))
+    except (AttributeError, OSError, ValueError):
+        return 1 << 40
+
+
+def _fits(name: str, value: int, n_bytes: int) -> None:
+    """Refuse, naming ``name``, a size whose arrays (about ``n_bytes``) exceed physical memory."""
+    limit = _memory()
+    if n_bytes > limit:
+        raise ValueError(f"{name}: {value} needs about {n_bytes / 2**30:.3g} GiB of arrays, more "
+                         f"than this machine's {limit / 2**30:.3g} GiB")
 
 
 def _schedule_kw(args: argparse.Namespace) -> dict[str, Any]:
@@ -128,6 +150,9 @@ def run(args: argparse.Namespace) -> int:
 
     lrs = parse_lr(args.lr)
     steps = check_int("steps", args.steps, minimum=0)
+    if args.layers is not None:
+        layers = check_int("layers", args.layers, minimum=1)
+        _fits("layers", layers, 64 * layers * lrs.size)
     momentum = float(check_in_range("momentum", args.momentum, 0.0, 1.0))
     weight_decay = float(check_nonnegative("weight_decay", args.weight_decay))
     state = initial_state(
@@ -137,6 +162,9 @@ def run(args: argparse.Namespace) -> int:
     kw = _schedule_kw(args)
     schedule = make_schedule(args.schedule, lrs, **kw)
     record = _record(args.record)
+    # State of every run and layer (about 8 arrays) and the per-step summaries (about 10).
+    _fits("layers", state.layers, 64 * state.layers * lrs.size)
+    _fits("steps", steps, 80 * (steps + 1) * lrs.size)
     layer_steps = lrs.size * state.layers * max(steps, 1)
     progress = args.progress if args.progress is not None else layer_steps >= PROGRESS_LIMIT
 
@@ -182,11 +210,18 @@ def run(args: argparse.Namespace) -> int:
         shown = np.unique(np.linspace(0, summary.runs - 1, min(summary.runs, 10)).round())
         if shown.size < summary.runs:
             print(f"{summary.runs} runs; showing {shown.size} (use --json or --out for all)")
+        log_spread = summary.log10_spread
         for r in shown.astype(int):
-            print(f"lr {summary.lr[r]:.6g} seed {summary.seed[r]}: spread "
-                  f"{summary.spread[0, r]:.6g} -> {summary.spread[-1, r]:.6g} over "
+            first = _spread_text(summary.spread[0, r], log_spread[0, r])
+            last = _spread_text(summary.spread[-1, r], log_spread[-1, r])
+            print(f"lr {summary.lr[r]:.6g} seed {summary.seed[r]}: spread {first} -> {last} over "
                   f"{summary.step[-1]} steps, {int(summary.total_flips[r])} flips")
     return 0
+
+
+def _spread_text(spread: float, log10_spread: float) -> str:
+    """``1.5`` or, where the ratio exceeds float64, ``10^600`` (from ``log10_spread``)."""
+    return f"{spread:.6g}" if np.isfinite(spread) else f"10^{log10_spread:.6g}"
 
 
 def _continuous(state: Any, lrs: np.ndarray, steps: int, schedule: Any, momentum: float,
@@ -218,12 +253,17 @@ def _drift(args: argparse.Namespace, state: Any, lrs: np.ndarray, steps: int,
     raw = parse_list("elements", args.elements)
     if not np.all(raw == np.round(raw)):
         raise ValueError(f"elements must be integers, got {args.elements!r}")
+    if not np.all(np.isfinite(raw)) or np.any(np.abs(raw) > 2**62):
+        raise ValueError(f"elements must be integers, got {args.elements!r}")
     elements = raw.astype(np.int64)
     if elements.size == 1:
         elements = np.full(state.layers, int(elements[0]))
     if elements.size != state.layers:
         raise ValueError(f"elements must have one value or {state.layers} (one per layer), "
                          f"got {elements.size}")
+    if np.any(elements >= 1):  # weights, gradients, buffers and temporaries: about 8 copies
+        total = int(elements[elements >= 1].sum())
+        _fits("elements", total, 64 * total)
     frames = []
     for lr in lrs:
         frame = simulate_drift(state.sigma2_0, state.c, elements,

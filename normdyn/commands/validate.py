@@ -5,6 +5,9 @@ Writes into ``--out``: the per-step table, ``metrics.csv``, ``config.json``,
 :mod:`normdyn.validate.runs` and :mod:`normdyn.validate.compare`), then prints a short
 summary.  Re-running with the same arguments resumes from the checkpoint; other
 arguments in an existing ``--out`` are refused.
+
+A run whose loss turns NaN or infinite stops at that step: the steps before it are kept
+(written atomically), one line on stderr names the step, and the exit code is 1.
 """
 
 from __future__ import annotations
@@ -117,6 +120,50 @@ def _summary(report: dict, out: Path, seconds: float) -> str:
     return "\n".join(lines)
 
 
+def _check_size(cfg: dict) -> None:
+    r"""Refuse, naming depth and width, a model whose parameters cannot fit in memory.
+
+    Parameter count, roughly: MLP :math:`d\,w^2`, ResNet :math:`9d(4w)^2` (3×3 convs,
+    last stage :math:`4w` wide), Transformer :math:`12d\,w^2`, with :math:`w` the width
+    times the multiplier; four float32 copies (weights, gradients, optimizer state,
+    the monitor's products) must fit in physical memory.
+    """
+    import os
+
+    w = float(cfg["width"]) * float(cfg["width_multiplier"])
+    factor = {"mlp": 1.0, "resnet": 144.0, "transformer": 12.0}.get(cfg["arch"], 12.0)
+    n_bytes = 16.0 * float(cfg["depth"]) * factor * w * w  # float products: inf, never raise
+    try:
+        limit = float(os.sysconf("SC_PAGE_SIZE")) * float(os.sysconf("SC_PHYS_PAGES"))
+    except (AttributeError, OSError, ValueError):
+        limit = float(1 << 40)
+    if not n_bytes <= limit:
+        raise ValueError(f"depth/width: depth {cfg['depth']} x width {w:.6g} needs about "
+                         f"{n_bytes / 2**30:.3g} GiB of parameters, more than this machine's "
+                         f"{limit / 2**30:.3g} GiB")
+
+
+#: Largest float32: torch applies lr and weight decay as float32 factors to the parameters.
+FLOAT32_MAX = 3.4028234663852886e38
+#: Seeds are stored by torch and numpy as 64-bit integers.
+SEED_LIMIT = 2**63
+#: More torch threads than this is a typo, not a machine.
+THREAD_LIMIT = 4096
+
+
+def _check_torch_ranges(args: argparse.Namespace) -> None:
+    """Values the config accepts but torch cannot represent: one line naming the parameter."""
+    for name in ("lr", "weight_decay"):
+        value = float(getattr(args, name))
+        if value > FLOAT32_MAX:
+            raise ValueError(f"{name} must be <= {FLOAT32_MAX:.8g} (torch applies it as a float32 "
+                             f"factor), got {value!r}")
+    if args.seed >= SEED_LIMIT:
+        raise ValueError(f"seed must be < 2**63, got {args.seed}")
+    if args.threads is not None and args.threads > THREAD_LIMIT:
+        raise ValueError(f"threads must be <= {THREAD_LIMIT}, got {args.threads}")
+
+
 def run(args: argparse.Namespace) -> int:
     import sys
 
@@ -129,6 +176,8 @@ def run(args: argparse.Namespace) -> int:
     if not args.out:
         raise ValueError("--out DIR is required (the output directory of the run)")
     config = _config(args)
+    _check_size(config.resolved())
+    _check_torch_ranges(args)
     if args.table_format not in ("csv", "parquet"):
         raise ValueError(f"table_format must be one of 'csv', 'parquet', "
                          f"got {args.table_format!r}")
@@ -152,9 +201,8 @@ def run(args: argparse.Namespace) -> int:
     sweep = pd.read_csv(out / SWEEP_FILE) if (out / SWEEP_FILE).is_file() else None
     try:
         report = compare_run(table, meta["config"], sweep=sweep)
-    except ValueError as exc:
-        if status:
-            print(f"normdyn validate: no report: {exc}", file=sys.stderr)
+    except ValueError:
+        if status:  # a run that diverged early may be too short for a report
             return status
         raise
     report["run"]["wall_seconds"] = seconds

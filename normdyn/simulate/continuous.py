@@ -24,7 +24,10 @@ with :func:`scipy.integrate.solve_ivp` (DOP853, ``rtol=1e-10``): the right-hand 
 the per-step increment of the generated discrete map, never a re-typed formula.  (The
 subtraction loses relative accuracy :math:`\sim\epsilon/E^2` when :math:`E^2 \ll \epsilon`,
 i.e. for ELRs below about 1e-7.)  Both functions return the tidy columns of
-:data:`normdyn.simulate.discrete.COLUMNS`, with ``step`` holding the (float) time.
+:data:`normdyn.simulate.discrete.COLUMNS`, with ``step`` holding the (float) time;
+``spread`` is ``inf`` where :math:`E_{max}/E_{min}` exceeds float64 and ``log10_spread``
+is finite there.  A squared norm or an ELR that leaves float64 raises
+:class:`~normdyn._checks.NonFiniteError` naming it (``sigma2``, ``elr``) and the time.
 """
 
 from __future__ import annotations
@@ -43,7 +46,7 @@ from normdyn._checks import (
     check_nonnegative,
     check_positive,
 )
-from normdyn.simulate.discrete import COLUMNS, update_elr
+from normdyn.simulate.discrete import COLUMNS, check_state, log10_spread, update_elr
 from normdyn.simulate.initial import from_elr
 from normdyn.theory.numeric import (
     continuous_elr,
@@ -82,9 +85,11 @@ def _frame(t: np.ndarray, lr: np.ndarray, lr_t: np.ndarray, sigma2: np.ndarray, 
            e: np.ndarray, upd: np.ndarray, seed: int = 0) -> pd.DataFrame:
     """Tidy frame from ``(M, N, L)`` arrays (``lr_t``, ``c`` broadcastable), order lr, t, layer."""
     M, N, L = e.shape
-    spread = e.max(axis=-1, keepdims=True) / e.min(axis=-1, keepdims=True)
-    if not (np.all(np.isfinite(e)) and np.all(np.isfinite(spread))):
-        raise NonFiniteError("continuous: an ELR under- or overflowed float64")
+    check_state("continuous", t, e, np.broadcast_to(sigma2, e.shape), lr)
+    hi, lo = e.max(axis=-1, keepdims=True), e.min(axis=-1, keepdims=True)
+    with np.errstate(over="ignore"):
+        spread = hi / lo  # inf where the ratio exceeds float64; log10_spread stays finite
+    log_spread = log10_spread(hi, lo, spread)
 
     def tidy(a: np.ndarray) -> np.ndarray:  # (M, N, L) -> flat in (N, M, L) order
         return np.ascontiguousarray(np.swapaxes(np.broadcast_to(a, (M, N, L)), 0, 1)).reshape(-1)
@@ -100,6 +105,7 @@ def _frame(t: np.ndarray, lr: np.ndarray, lr_t: np.ndarray, sigma2: np.ndarray, 
         "elr": tidy(e),
         "update_elr": tidy(upd),
         "spread": tidy(spread),
+        "log10_spread": tidy(log_spread),
     }
     return pd.DataFrame({name: data[name] for name in COLUMNS})
 
@@ -216,10 +222,15 @@ def continuous_ode(
         return (step(s, eta, c_fn(t)) - s).ravel()  # the per-step increment of the map
 
     y0 = np.broadcast_to(s0, (N, L)).ravel().copy()
-    sol = solve_ivp(rhs, (float(span[0]), float(span[1])), y0, method=method, t_eval=times,
-                    rtol=rtol, atol=atol)
-    if not sol.success:
-        raise NonFiniteError(f"continuous_ode: solve_ivp failed: {sol.message}")
+    with np.errstate(over="ignore", under="ignore", divide="ignore", invalid="ignore"):
+        sol = solve_ivp(rhs, (float(span[0]), float(span[1])), y0, method=method,
+                        t_eval=times, rtol=rtol, atol=atol)
+    if not sol.success or not np.all(np.isfinite(sol.y)):
+        e0 = elr.raw(np.broadcast_to(lr0[:, None], (N, L)), c_fn(float(span[0])), s0)
+        raise NonFiniteError(
+            f"continuous_ode: integrating sigma2 failed ({sol.message}); the largest initial "
+            f"ELR is {float(np.max(e0)):.3g}, and ELRs far above 1 make the flow too stiff "
+            "here (the closed form, constant lr without momentum, has no such limit)")
     sigma2 = sol.y.T.reshape(times.size, N, L)
     lr_t = np.stack([np.broadcast_to(np.atleast_1d(lr_fn(t)), (N,)) for t in times])[..., None]
     c_t = np.stack([np.broadcast_to(c_fn(t), (L,)) for t in times])[:, None, :]

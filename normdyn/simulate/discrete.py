@@ -75,6 +75,7 @@ from normdyn.simulate.summary import (
     QUANTILES,
     TrajectorySummary,
     count_flips,
+    log10_spread,
     quantile_positions,
     sorted_quantiles,
 )
@@ -96,6 +97,8 @@ __all__ = [
     "from_elr",
     "update_elr",
     "count_flips",
+    "check_state",
+    "log10_spread",
     "FLIP_RTOL",
     "numba_available",
 ]
@@ -103,6 +106,7 @@ __all__ = [
 #: Columns of the tidy frames of every simulator, in order.
 COLUMNS: tuple[str, ...] = (
     "step", "layer", "lr", "lr_t", "seed", "sigma2", "c", "elr", "update_elr", "spread",
+    "log10_spread",
 )
 
 Record = Literal["all", "summary"] | int
@@ -120,7 +124,7 @@ def _threads() -> int:
 
 
 def numba_available() -> bool:
-    """Whether the fused numba kernel can be used (``pip install normdyn[fast]``)."""
+    """Whether the fused numba kernel can be used (numba, a core dependency of normdyn)."""
     return _numba_kernel() is not None
 
 
@@ -207,16 +211,27 @@ def update_elr(e: Any, lr_t: Any, momentum: float, weight_decay: float) -> np.nd
     :math:`s = \sigma^2_{t+1}/\sigma^2_t` (``momentum_norm_step``) by Pythagoras,
     ``update_elr_geometric(s, E_tan)``.  Exact for plain SGD with weight decay; with
     momentum it inherits the first-order model (see ``benchmarks/drift_vs_discrete.py``).
-    Raises ``ValueError`` unless :math:`\eta_t\lambda/(1-\beta) < 1`.
+    Raises ``ValueError`` unless :math:`\eta_t\lambda/(1-\beta) < 1`, and
+    :class:`NonFiniteError` naming ``update_elr`` where, with momentum or weight decay, the
+    norm ratio overflows float64 (gradient ELRs above about ``1e154``).
     """
     e_arr = np.asarray(e, dtype=np.float64)
-    tangential = momentum_update_elr.raw(e_arr, momentum)
-    if weight_decay == 0.0 and momentum == 0.0:
-        return np.array(tangential, dtype=np.float64)
-    lr_arr = np.asarray(lr_t, dtype=np.float64)
-    _check_decay(lr_arr, momentum, weight_decay)
-    ratio = momentum_norm_step.raw(1.0, lr_arr, e_arr / lr_arr, weight_decay, momentum)
-    return np.asarray(update_elr_geometric.raw(ratio, tangential), dtype=np.float64)
+    with np.errstate(over="ignore", under="ignore", divide="ignore", invalid="ignore"):
+        tangential = momentum_update_elr.raw(e_arr, momentum)
+        if weight_decay == 0.0 and momentum == 0.0:
+            return np.array(tangential, dtype=np.float64)
+        lr_arr = np.asarray(lr_t, dtype=np.float64)
+        _check_decay(lr_arr, momentum, weight_decay)
+        ratio = momentum_norm_step.raw(1.0, lr_arr, e_arr / lr_arr, weight_decay, momentum)
+        out = np.asarray(update_elr_geometric.raw(ratio, tangential), dtype=np.float64)
+    bad = ~np.isfinite(out) & np.isfinite(e_arr)
+    if bad.any():
+        worst = float(np.broadcast_to(e_arr, out.shape)[bad].ravel()[0])
+        raise NonFiniteError(
+            f"update_elr overflowed float64 at a gradient ELR of {worst!r} (momentum "
+            f"{momentum}, weight_decay {weight_decay}): the norm ratio s = 1 + O(E^2) of the "
+            "first-order model leaves float64 above E ~ 1e154")
+    return out
 
 
 def _check_decay(lr: np.ndarray, momentum: float, weight_decay: float) -> None:
@@ -235,34 +250,114 @@ def _step_fn(momentum: float, weight_decay: float):
     return lambda s, eta, c: momentum_norm_step.raw(s, eta, c, weight_decay, momentum)
 
 
+def _run_numpy_summary(inp: _Inputs, sched: ScheduleLike, momentum: float,
+                       weight_decay: float, recorded: np.ndarray,
+                       progress: bool) -> dict[str, np.ndarray]:
+    """Summaries with rows kept sorted by ELR, like the numba kernel.
+
+    The state ``sig, cc`` of every run is stored in the order of its last ELRs (``idx``
+    maps positions to layers).  A step is then elementwise work plus one vectorized check
+    that every row is still sorted; only rows whose order changed are re-sorted (stable,
+    so the result equals the kernel's insertion sort) and only they get a pairwise flip
+    count.  Spread and quantiles are reads of sorted columns.
+    """
+    S, N, L, R, K = inp.S, inp.N, inp.L, inp.R, recorded.size
+    step = _step_fn(momentum, weight_decay)
+    dep = bool(getattr(sched, "state_dependent", False))
+    crit = isinstance(sched, CriticalWarmup)
+    T = inp.c.shape[1]
+    row_seed = np.repeat(np.arange(S), N)
+    sig = np.repeat(inp.sigma2_0, N, axis=0)
+    cc = np.repeat(inp.c[:, 0, :], N, axis=0)
+    idx = np.tile(np.arange(L, dtype=np.int64), (R, 1))
+    rows = np.arange(R)[:, None]
+    out = _alloc(inp, K, True)
+    # Step-major buffers (a record is one contiguous row), copied into the run-major
+    # output arrays once at the end.
+    lr_out, spread_out = np.empty((K, R)), np.empty((K, R))
+    flips_out = np.zeros((K, R), dtype=np.int64)
+    quant_out = np.empty((K, R, len(QUANTILES)))
+    slot = np.full(inp.steps + 1, -1, dtype=np.int64)
+    slot[recorded] = np.arange(K)
+    lo, hi, g = quantile_positions(L)
+    prev: np.ndarray | None = None
+    down = np.empty((R, max(L - 1, 0)), dtype=bool)  # where a row is no longer sorted
+
+    a: np.ndarray | None = None  # per-unit-lr ELRs c/sigma2 of the current state (dep only)
+
+    def state_of(t: int) -> ScheduleState | None:
+        nonlocal a
+        if not dep:
+            return None
+        c_next = inp.c[row_seed, min(t, T - 1)][rows, idx] if T > 1 else cc
+        a = elr.raw(1.0, c_next, sig)
+        a_max, a_min = a.max(axis=1).reshape(S, N), a.min(axis=1).reshape(S, N)
+        if crit:
+            return ScheduleState(a_max=a_max, a_min=a_min)
+        per_layer = np.empty_like(a)
+        per_layer[rows, idx] = a
+        return ScheduleState(per_unit_elr=per_layer.reshape(S, N, L), a_max=a_max, a_min=a_min)
+
+    state = state_of(0)
+    for t in tqdm(range(inp.steps + 1), disable=not progress, file=sys.stderr, unit="step"):
+        if T > 1:
+            cc = inp.c[row_seed, min(t, T - 1)][rows, idx]
+        lr_t = _lr_rows(sched, t, state, (S, N)).reshape(R)
+        # critical: E = lr*a from the a the lr came from (as the kernel does)
+        e = elr.raw(lr_t[:, None], a, 1.0) if crit else elr.raw(lr_t[:, None], cc, sig)
+        moved: Any = ()
+        if L > 1:
+            np.less(e[:, 1:], e[:, :-1], out=down)
+            if down.any():
+                moved = np.flatnonzero(down.any(axis=1))
+        k = slot[t]
+        if len(moved):
+            sub = e[moved]
+            if prev is not None and k >= 0 and t > 0:
+                flips_out[k, moved] = count_flips(prev[moved], sub)
+            perm = np.argsort(sub, axis=1, kind="stable")
+            e[moved] = np.take_along_axis(sub, perm, axis=1)
+            for arr in (sig, cc, idx):
+                arr[moved] = np.take_along_axis(arr[moved], perm, axis=1)
+        if k >= 0:
+            lr_out[k] = lr_t
+            with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
+                np.divide(e[:, -1], e[:, 0], out=spread_out[k])
+            quant_out[k] = sorted_quantiles(e, lo, hi, g)
+        if t == inp.steps:
+            final_e, final_s = np.empty_like(e), np.empty_like(sig)
+            final_e[rows, idx], final_s[rows, idx] = e, sig
+            out["final_elr"], out["final_sigma2"], out["final_lr_t"] = final_e, final_s, lr_t
+            out["lr_t"][...], out["spread"][...], out["flips"][...] = lr_out, spread_out, flips_out
+            out["quantiles"][...] = np.moveaxis(quant_out, -1, 0)
+            break
+        sig = step(sig, lr_t[:, None], cc)
+        prev = e
+        state = state_of(t + 1)
+    return out
+
+
 def _run_numpy(inp: _Inputs, sched: ScheduleLike, momentum: float, weight_decay: float,
                recorded: np.ndarray, summary: bool, progress: bool) -> dict[str, np.ndarray]:
+    if summary:
+        return _run_numpy_summary(inp, sched, momentum, weight_decay, recorded, progress)
     S, N, L, K = inp.S, inp.N, inp.L, recorded.size
     step = _step_fn(momentum, weight_decay)
     dep = bool(getattr(sched, "state_dependent", False))
     sig = np.broadcast_to(inp.sigma2_0[:, None, :], (S, N, L)).copy()
-    out = _alloc(inp, K, summary)
+    out = _alloc(inp, K, False)
     slot = np.full(inp.steps + 1, -1, dtype=np.int64)
     slot[recorded] = np.arange(K)
-    lo, hi, g = quantile_positions(L)
-    prev = prev_perm = None
     state = ScheduleState(per_unit_elr=elr.raw(1.0, inp.c_at(0)[:, None, :], sig)) if dep else None
     for t in tqdm(range(inp.steps + 1), disable=not progress, file=sys.stderr, unit="step"):
         c_t = inp.c_at(t)[:, None, :]
         lr_t = _lr_rows(sched, t, state, (S, N))
-        e = elr.raw(lr_t[..., None], c_t, sig)
+        if isinstance(sched, CriticalWarmup):  # E = lr*a, a = c/sigma2 (as the kernel does)
+            e = elr.raw(lr_t[..., None], state.per_unit_elr, 1.0)
+        else:
+            e = elr.raw(lr_t[..., None], c_t, sig)
         k = slot[t]
-        if summary:
-            e2 = e.reshape(inp.R, L)
-            perm = np.argsort(e2, axis=1, kind="stable")
-            srt = np.take_along_axis(e2, perm, axis=1)
-            out["lr_t"][k] = lr_t.ravel()
-            out["spread"][k] = srt[:, -1] / srt[:, 0]
-            out["quantiles"][:, k] = sorted_quantiles(srt, lo, hi, g).T
-            if prev is not None:
-                out["flips"][k] = count_flips(prev, e2, prev_order=prev_perm)
-            prev, prev_perm = e2, perm
-        elif k >= 0:
+        if k >= 0:
             out["lr_t"][k] = lr_t.ravel()
             out["elr"][k] = e.reshape(inp.R, L)
             out["sigma2"][k] = sig.reshape(inp.R, L)
@@ -322,10 +417,26 @@ def _numba_kernel(parallel: bool = False):  # pragma: no cover - needs numba
             en = np.empty(L)
             swapped = False
             for t in range(t0, t1):
-                lr = min(base[r], nb_crit(a_max[r], a_min[r])) if crit else lr_block[t - t0, r]
                 if refill:
                     for j in range(L):
                         cr[j] = c[s, min(t, T - 1), ir[j]]
+                if crit:
+                    # The per-unit-lr ELRs a = c/sigma2 (into en), in the order of the last
+                    # ELRs: usually still sorted, so their extremes are the row's ends.
+                    still = True
+                    for j in range(L):
+                        en[j] = nb_elr(1.0, cr[j], sr[j])
+                    for j in range(1, L):
+                        still &= en[j - 1] <= en[j]
+                    if still:
+                        hi, lo = en[L - 1], en[0]
+                    else:
+                        hi, lo = -np.inf, np.inf
+                        for j in range(L):
+                            hi, lo = max(hi, en[j]), min(lo, en[j])
+                    lr = min(base[r], nb_crit(hi, lo))
+                else:
+                    lr = lr_block[t - t0, r]
                 k = slot[t]
                 if rec and k >= 0:
                     for j in range(L):
@@ -333,7 +444,17 @@ def _numba_kernel(parallel: bool = False):  # pragma: no cover - needs numba
                         rec_c[k, r, ir[j]] = cr[j]
                 if t == steps:
                     for j in range(L):
-                        en[j] = nb_elr(lr, cr[j], sr[j])
+                        en[j] = nb_elr(lr, en[j], 1.0) if crit else nb_elr(lr, cr[j], sr[j])
+                elif crit and plain:  # en holds a = c/sigma2; E = lr*a: no second division
+                    for j in range(L):
+                        x, cj = sr[j], cr[j]
+                        en[j] = nb_elr(lr, en[j], 1.0)
+                        sr[j] = nb_step(x, lr, cj)
+                elif crit:
+                    for j in range(L):
+                        x, cj = sr[j], cr[j]
+                        en[j] = nb_elr(lr, en[j], 1.0)
+                        sr[j] = nb_mstep(x, lr, cj, lam, beta)
                 elif plain:
                     for j in range(L):
                         x, cj = sr[j], cr[j]
@@ -427,7 +548,7 @@ def _run_numba(kernel, inp: _Inputs, sched: ScheduleLike, momentum: float, weigh
         else:
             lr_block = np.stack([_lr_rows(sched, t, None, (S, N)).ravel() for t in range(t0, t1)])
         kernel(t0, t1, inp.steps, lr_block, crit, base, inp.c, np.repeat(np.arange(S), N), sig,
-               cc, idx, e, a_max, a_min, dep, momentum == 0.0 and weight_decay == 0.0,
+               cc, idx, e, a_max, a_min, dep and not crit, momentum == 0.0 and weight_decay == 0.0,
                float(weight_decay), float(momentum), summary, slot, q_lo, q_hi, q_g,
                out["lr_t"].T, spread, quant, flips, not summary, rec_e, rec_s, rec_c)
         bar.update(t1 - t0)
@@ -495,8 +616,18 @@ def simulate_discrete(
     pandas.DataFrame or TrajectorySummary
         Frame columns :data:`COLUMNS`: ``step, layer, lr`` (base lr of the run), ``lr_t``
         (the scheduled lr used at the step), ``seed, sigma2`` (before the step), ``c, elr``
-        (gradient ELR :math:`\eta_t c_t/\sigma^2_t`), ``update_elr, spread``; sorted by
-        seed, lr, step, layer.
+        (gradient ELR :math:`\eta_t c_t/\sigma^2_t`), ``update_elr, spread`` (the ratio
+        :math:`E_{max}/E_{min}` over layers; ``inf`` where it exceeds float64, e.g. ELRs
+        ``1e300`` and ``1e-300``), ``log10_spread`` (:math:`\log_{10}E_{max} -
+        \log_{10}E_{min}`, finite there: 600 in that example); sorted by seed, lr, step,
+        layer.
+
+    Raises
+    ------
+    NonFiniteError
+        (a ``ValueError``) naming the quantity that left float64 first and where: ``sigma2``
+        (the squared weight norm overflowed) or ``elr`` (overflowed, or underflowed to 0),
+        with the step, the run's lr and the layer.  NumPy's RuntimeWarnings are not shown.
     """
     inp = _Inputs(sigma2_0, c, lr, steps, seeds)
     beta = float(check_in_range("momentum", momentum, 0.0, 1.0))
@@ -511,7 +642,7 @@ def simulate_discrete(
     if kernel is not None and inp.R * inp.L * max(inp.steps, 1) >= PARALLEL_WORK:
         kernel = _numba_kernel(parallel=True) if _threads() > 1 else kernel
     if engine == "numba" and kernel is None:
-        raise ValueError("engine: 'numba' is not installed (pip install 'normdyn[fast]')")
+        raise ValueError("engine: 'numba' is not installed (pip install numba)")
     run = functools.partial(_run_numba, kernel) if kernel is not None else _run_numpy
     with np.errstate(over="ignore", under="ignore", divide="ignore", invalid="ignore"):
         out = run(inp, sched, beta, lam, recorded, summary, progress)
@@ -522,8 +653,7 @@ def simulate_discrete(
             flips=out["flips"], final_sigma2=out["final_sigma2"], final_elr=out["final_elr"],
             final_update_elr=update_elr(out["final_elr"], out["final_lr_t"][:, None], beta, lam),
         )
-        if not (np.all(np.isfinite(result.spread)) and np.all(np.isfinite(result.final_elr))):
-            raise NonFiniteError("simulate_discrete: an ELR under- or overflowed float64")
+        _check_summary(result, out["final_sigma2"])
         return result
     return _frame(inp, recorded, out, beta, lam)
 
@@ -549,9 +679,13 @@ def _frame(inp: _Inputs, recorded: np.ndarray, out: dict[str, np.ndarray], beta:
 
     e = out["elr"]
     lr_t = np.broadcast_to(out["lr_t"][:, :, None], (K, R, L))
-    spread = np.broadcast_to((e.max(-1) / e.min(-1))[:, :, None], (K, R, L))
-    if not np.all(np.isfinite(e)) or not np.all(np.isfinite(spread)):
-        raise NonFiniteError("simulate_discrete: an ELR under- or overflowed float64")
+    check_state("simulate_discrete", recorded, e, out["sigma2"], np.tile(inp.lr, inp.S),
+                final_sigma2=out["final_sigma2"])
+    hi, lo = e.max(-1), e.min(-1)
+    with np.errstate(over="ignore"):
+        ratio = hi / lo  # inf where the spread exceeds float64; log10_spread stays finite
+    spread = np.broadcast_to(ratio[:, :, None], (K, R, L))
+    log_spread = np.broadcast_to(log10_spread(hi, lo, ratio)[:, :, None], (K, R, L))
     data = {
         "step": np.tile(np.repeat(recorded.astype(np.int64), L), R),
         "layer": np.tile(np.arange(L, dtype=np.int64), R * K),
@@ -563,5 +697,68 @@ def _frame(inp: _Inputs, recorded: np.ndarray, out: dict[str, np.ndarray], beta:
         "elr": tidy(e),
         "update_elr": tidy(update_elr(e, lr_t, beta, lam)),
         "spread": tidy(spread),
+        "log10_spread": tidy(log_spread),
     }
     return pd.DataFrame({name: data[name] for name in COLUMNS})
+
+
+def check_state(where: str, step: np.ndarray, e: np.ndarray, sigma2: np.ndarray | None,
+                lr: np.ndarray, *, final_sigma2: np.ndarray | None = None) -> None:
+    r"""Raise :class:`NonFiniteError` naming the quantity that left float64 first, and where.
+
+    ``e`` and ``sigma2`` are ``(K, R, L)`` records of steps ``step (K,)`` for runs of base
+    lr ``lr (R,)``.  The earliest bad step is reported: a squared weight norm that
+    overflowed (also checked in ``final_sigma2 (R, L)``: :math:`\sigma^2` never comes back
+    from ``inf``) is named as such, not as the zero ELR :math:`\eta c/\infty` it causes in
+    the same step; an ELR that overflowed or underflowed to 0 is named ``elr``.  A spread
+    :math:`E_{max}/E_{min}` beyond float64 is *not* an error (``spread`` is ``inf``,
+    ``log10_spread`` finite).
+    """
+    bad_e = ~(np.isfinite(e) & (e > 0))
+    bad_s = ~np.isfinite(sigma2) if sigma2 is not None else np.zeros(e.shape, dtype=bool)
+    k_e = int(np.argmax(bad_e.any(axis=(1, 2)))) if bad_e.any() else None
+    k_s = int(np.argmax(bad_s.any(axis=(1, 2)))) if bad_s.any() else None
+    final_bad = final_sigma2 is not None and not np.all(np.isfinite(final_sigma2))
+    if k_e is None and k_s is None and not final_bad:
+        return
+
+    def place(mask: np.ndarray, k: int) -> str:
+        r, layer = (int(i[0]) for i in np.nonzero(mask[k]))
+        return f"step {int(step[k])} (lr {float(lr[r]):.6g}, layer {layer})"
+
+    if k_s is not None and (k_e is None or k_s <= k_e):
+        raise NonFiniteError(f"{where}: sigma2 (squared weight norm) overflowed float64 at "
+                             f"{place(bad_s, k_s)}")
+    if k_e is not None:
+        k = k_e
+        r, layer = (int(i[0]) for i in np.nonzero(bad_e[k]))
+        if final_bad and np.isfinite(e[k, r, layer]):  # a zero ELR from an overflowed norm
+            raise NonFiniteError(f"{where}: sigma2 (squared weight norm) overflowed float64 by "
+                                 f"{place(bad_e, k)}")
+        what = "overflowed float64" if not np.isfinite(e[k, r, layer]) else "underflowed to 0"
+        raise NonFiniteError(f"{where}: elr {what} at {place(bad_e, k)}")
+    r, layer = (int(i[0]) for i in np.nonzero(~np.isfinite(final_sigma2)))
+    raise NonFiniteError(f"{where}: sigma2 (squared weight norm) overflowed float64 after the "
+                         f"last recorded step (lr {float(lr[r]):.6g}, layer {layer})")
+
+
+def _check_summary(result: TrajectorySummary, final_sigma2: np.ndarray) -> None:
+    """:func:`check_state` for a summary: its min and max ELR per step stand for every layer."""
+    lo, hi = result.quantile("min"), result.quantile("max")  # (K, R)
+    bad = ~(np.isfinite(hi) & np.isfinite(lo) & (lo > 0))
+    final_bad = not np.all(np.isfinite(final_sigma2))
+    if not bad.any() and not final_bad:
+        return
+    if not bad.any():
+        r, layer = (int(i[0]) for i in np.nonzero(~np.isfinite(final_sigma2)))
+        raise NonFiniteError(f"simulate_discrete: sigma2 (squared weight norm) overflowed "
+                             f"float64 after the last step (lr {float(result.lr[r]):.6g}, "
+                             f"layer {layer})")
+    k, r = (int(i[0]) for i in np.nonzero(bad))
+    at = f"step {int(result.step[k])} (lr {float(result.lr[r]):.6g})"
+    if not np.isfinite(hi[k, r]):
+        raise NonFiniteError(f"simulate_discrete: elr overflowed float64 at {at}")
+    if final_bad:  # a zero ELR eta*c/inf: the norm overflowed in this step
+        raise NonFiniteError(f"simulate_discrete: sigma2 (squared weight norm) overflowed "
+                             f"float64 by {at}")
+    raise NonFiniteError(f"simulate_discrete: elr underflowed to 0 at {at}")

@@ -42,11 +42,13 @@ import numpy as np
 import pandas as pd
 
 from normdyn._checks import (
+    NonFiniteError,
     check_in_range,
     check_int,
     check_nonnegative,
     check_positive,
 )
+from normdyn.simulate.summary import log10_spread
 from normdyn.theory.numeric import gradient_elr
 
 __all__ = [
@@ -61,7 +63,7 @@ __all__ = [
 #: Columns of the frame returned by :func:`simulate_drift`, in order.
 COLUMNS: tuple[str, ...] = (
     "step", "layer", "lr", "seed", "elements", "sigma2", "c", "grad_norm", "elr",
-    "update_elr", "cos_wg", "spread",
+    "update_elr", "cos_wg", "spread", "log10_spread",
 )
 
 _DTYPES = (np.float32, np.float64)
@@ -202,8 +204,35 @@ class _Engine:
     def expand(self, per_layer: np.ndarray) -> np.ndarray:
         return np.repeat(per_layer, self.elements, axis=-1)
 
+    def norm(self, x: np.ndarray) -> np.ndarray:
+        r"""Per-layer Euclidean norms of ``x`` (float64), finite wherever the norm is.
+
+        The plain :math:`\sqrt{\sum x_i^2}` is kept where it is safe (bit for bit the
+        earlier result); where a square over- or underflowed (the sum is not finite, or
+        below ``elements * tiny / eps``) the layer is recomputed as
+        :math:`m\sqrt{\sum (x_i/m)^2}` with :math:`m = \max_i |x_i|`.
+        """
+        with np.errstate(over="ignore", under="ignore", invalid="ignore"):
+            plain = np.sqrt(self.segsum(x * x).astype(np.float64))
+            info = np.finfo(x.dtype)
+            floor = np.sqrt(self.elements * float(info.tiny) / float(info.eps))
+            bad = ~np.isfinite(plain) | (plain < floor)
+            if not bad.any():
+                return plain
+            m = np.maximum.reduceat(np.abs(x), self.offsets, axis=-1).astype(np.float64)
+            safe = np.where(m > 0, m, 1.0)
+            scaled = x.astype(np.float64) / self.expand(safe)
+            robust = m * np.sqrt(np.add.reduceat(scaled * scaled, self.offsets, axis=-1))
+        return np.where(bad, robust, plain)
+
     def sigma2(self) -> np.ndarray:
-        return self.segsum(self.w * self.w).astype(np.float64)
+        with np.errstate(over="ignore", under="ignore", invalid="ignore"):
+            plain = self.segsum(self.w * self.w).astype(np.float64)
+            if np.all(np.isfinite(plain)) and np.all(plain >= self.elements * 1e-290):
+                return plain
+            norm = self.norm(self.w)
+            return np.where(np.isfinite(plain) & (plain >= self.elements * 1e-290), plain,
+                            norm * norm)
 
     def gradient(self, sigma2: np.ndarray, c_t: np.ndarray) -> np.ndarray:
         """Random gradients of norm ``c_t/||w||`` (projected onto the tangent space if asked)."""
@@ -218,7 +247,8 @@ class _Engine:
                 z -= self.expand(self.segsum(z * self.w) * inv) * self.w
         target = c_t[None, :] / np.sqrt(sigma2)
         scale = target / np.sqrt(self.segsum(z * z).astype(np.float64))
-        return z * self.expand(scale.astype(self.dtype))
+        with np.errstate(over="ignore", under="ignore"):
+            return z * self.expand(scale.astype(self.dtype))
 
 
 def _run(sigma2_0: Any, c: Any, elements: Any, lr_schedule: Any, steps: int, *, momentum: float,
@@ -251,6 +281,7 @@ def _run(sigma2_0: Any, c: Any, elements: Any, lr_schedule: Any, steps: int, *, 
     for t in range(steps):
         c_t = np.asarray(c_of(t), dtype=np.float64)
         sigma2 = eng.sigma2()
+        _check_sigma2(sigma2, t, seeds, np.dtype(dtype).name)
         grad_norm = c_t[None, :] / np.sqrt(sigma2)
         lrs = np.empty(len(seeds))
         for i, s in enumerate(seeds):
@@ -264,12 +295,23 @@ def _run(sigma2_0: Any, c: Any, elements: Any, lr_schedule: Any, steps: int, *, 
         w_before = eng.w.copy() if keep_vectors else eng.w  # mutated in place by the step
         g = eng.gradient(sigma2, c_t)
         # Inner products that need the weights *before* the update.
-        w_dot_g = eng.segsum(w_before * g).astype(np.float64)
-        g_sq = eng.segsum(g * g).astype(np.float64)
-        direction = eng.opt.step(eng.w, g, lrs[:, None].astype(dtype))
-        dir_sq = eng.segsum(direction * direction).astype(np.float64)
-        on_step(t=t, sigma2=sigma2, c=c_t, lrs=lrs, w_dot_g=w_dot_g, g_sq=g_sq, dir_sq=dir_sq,
-                w_before=w_before, g=g, engine=eng)
+        with np.errstate(over="ignore", under="ignore"):
+            w_dot_g = eng.segsum(w_before * g).astype(np.float64)
+            g_norm = eng.norm(g)
+            direction = eng.opt.step(eng.w, g, lrs[:, None].astype(dtype))
+            dir_norm = eng.norm(direction)
+        on_step(t=t, sigma2=sigma2, c=c_t, lrs=lrs, w_dot_g=w_dot_g, g_norm=g_norm,
+                dir_norm=dir_norm, w_before=w_before, g=g, engine=eng)
+
+
+def _check_sigma2(sigma2: np.ndarray, t: int, seeds: list[int], dtype: str) -> None:
+    """Raise :class:`NonFiniteError` naming ``sigma2``, the step, seed and layer if it left ``dtype``."""
+    bad = ~(np.isfinite(sigma2) & (sigma2 > 0))
+    if bad.any():
+        i, layer = (int(x[0]) for x in np.nonzero(bad))
+        what = "underflowed to 0" if sigma2[i, layer] == 0 else "overflowed"
+        raise NonFiniteError(f"simulate_drift: sigma2 (squared weight norm) {what} {dtype} at "
+                             f"step {t} (seed {seeds[i]}, layer {layer})")
 
 
 # ----------------------------------------------------------------------------- public API
@@ -343,7 +385,10 @@ def simulate_drift(
                    taken (momentum buffer and weight decay included)
         cos_wg     :math:`\cos(w_t, g_t)` (~1e-16 projected, ~N(0, 1/e) unprojected)
         spread     :math:`\max_\ell E/\min_\ell E` of ``elr`` over layers, this seed and
-                   step (``inf`` if a layer has zero gradient)
+                   step (``inf`` if a layer has zero gradient, or if the ratio
+                   exceeds float64)
+        log10_spread :math:`\log_{10}` of the spread, finite for positive ELRs
+                   (``inf`` only for a zero gradient)
         ========== ================================================================
 
     Raises
@@ -357,22 +402,33 @@ def simulate_drift(
     rows: list[dict[str, np.ndarray]] = []
 
     def _record(*, t: int, sigma2: np.ndarray, c: np.ndarray, lrs: np.ndarray,
-                w_dot_g: np.ndarray, g_sq: np.ndarray, dir_sq: np.ndarray, **_: Any) -> None:
+                w_dot_g: np.ndarray, g_norm: np.ndarray, dir_norm: np.ndarray,
+                **_: Any) -> None:
         if t % record_every:
             return
         weight_norm = np.sqrt(sigma2)
-        grad_norm = np.sqrt(g_sq)
+        grad_norm = g_norm
         lr = np.broadcast_to(lrs[:, None], sigma2.shape)
-        elr = gradient_elr.raw(lr, grad_norm, weight_norm)
-        with np.errstate(divide="ignore", invalid="ignore"):
+        with np.errstate(over="ignore", under="ignore", divide="ignore", invalid="ignore"):
+            elr = gradient_elr.raw(lr, grad_norm, weight_norm)
             cos = np.where(grad_norm > 0, w_dot_g / (weight_norm * grad_norm), 0.0)
             lo, hi = elr.min(axis=1, keepdims=True), elr.max(axis=1, keepdims=True)
             spread = np.where(lo > 0, hi / lo, np.inf)
+            upd = lr * dir_norm / weight_norm
+        bad = ~(np.isfinite(elr) & ((elr > 0) | (c[None, :] == 0)))
+        if bad.any():
+            i, layer = (int(x[0]) for x in np.nonzero(bad))
+            what = "overflowed" if not np.isfinite(elr[i, layer]) else "underflowed to 0"
+            raise NonFiniteError(f"simulate_drift: elr {what} float64 at step {t} "
+                                 f"(seed {seeds[i]}, layer {layer})")
         rows.append({
             "step": np.full(sigma2.shape, t), "sigma2": sigma2,
             "c": np.broadcast_to(c[None, :], sigma2.shape), "lr": lr, "grad_norm": grad_norm,
-            "elr": elr, "update_elr": lr * np.sqrt(dir_sq) / weight_norm, "cos_wg": cos,
+            "elr": elr, "update_elr": upd, "cos_wg": cos,
             "spread": np.broadcast_to(spread, sigma2.shape),
+            "log10_spread": np.broadcast_to(
+                np.where(lo > 0, log10_spread(hi, np.where(lo > 0, lo, 1.0), spread), np.inf),
+                sigma2.shape),
         })
 
     seeds = _seeds(seed)

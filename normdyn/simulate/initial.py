@@ -9,8 +9,12 @@ A layer's state is its squared weight norm :math:`\sigma^2_0` and its base gradi
 
 evaluated by the generated :data:`normdyn.theory.numeric.elr`.  Because the model is
 invariant under :math:`(\sigma^2, c) \to (\alpha\sigma^2, \alpha c)`, an ELR alone fixes the
-dynamics; the convention of :func:`from_elr` is :math:`\sigma^2_0 = 1`, :math:`c = E_0/\eta`
-(the per-unit-lr ELR :math:`a = E_0/\eta`).
+dynamics; the convention of :func:`from_elr` is :math:`\max(\sigma^2_0, \eta c) = 1`:
+:math:`\sigma^2_0 = 1`, :math:`c = E_0/\eta` for :math:`E_0 \le 1` (the per-unit-lr ELR
+:math:`a = E_0/\eta`), and :math:`\eta c = 1`, :math:`\sigma^2_0 = 1/E_0` for
+:math:`E_0 > 1`.  The first step then gives :math:`\sigma^2_1 = \sigma^2_0(1 + E_0^2)
+\le E_0 + 1/E_0`, representable for every representable :math:`E_0` (with
+:math:`\sigma^2_0 = 1` it would overflow for :math:`E_0 > 10^{154}`).
 
 :func:`initial_state` implements the CLI's three ways to give a state:
 
@@ -79,16 +83,24 @@ def _vector(name: str, value: Any) -> np.ndarray:
 
 
 def from_elr(elr: Any, lr: Any = 1.0) -> InitialState:
-    r"""The state with gradient ELRs ``elr`` at lr ``lr``: :math:`\sigma^2_0 = 1`, :math:`c = E_0/\eta`.
+    r"""The state with gradient ELRs ``elr`` at lr ``lr``, scaled so that :math:`\max(\sigma^2_0, \eta c) = 1`.
 
+    :math:`\sigma^2_0 = 1, c = E_0/\eta` where :math:`E_0 \le 1`; :math:`\sigma^2_0 = 1/E_0,
+    c = 1/\eta` where :math:`E_0 > 1` (the model is invariant under
+    :math:`(\sigma^2, c) \to (\alpha\sigma^2, \alpha c)`, and this choice keeps
+    :math:`\sigma^2_1 = \sigma^2_0(1+E_0^2)` finite for ELRs up to ``1e308``).
     ``elr`` is 1-D over layers and positive, ``lr`` a positive scalar.
     """
     e = _vector("elr", elr)
     eta = check_positive("lr", lr)
     if eta.ndim != 0:
         raise ValueError(f"lr must be a single reference lr here, got shape {eta.shape}")
-    # Convention sigma2_0 = 1; then E = eta*c/1, i.e. c is the per-unit-lr ELR E/eta.
-    return InitialState(np.ones_like(e), e / float(eta))
+    # max(sigma2_0, eta*c) = 1: for E <= 1, sigma2_0 = 1 and c = E/eta (the per-unit-lr
+    # ELR); for E > 1, eta*c = 1 and sigma2_0 = 1/E.  Either way E = eta*c/sigma2_0.
+    big = e > 1.0
+    sigma2_0 = np.where(big, 1.0 / e, 1.0)
+    c = np.where(big, 1.0, e) / float(eta)
+    return InitialState(sigma2_0, c)
 
 
 def initial_state(
@@ -164,5 +176,5 @@ def initial_state(
     else:
         x = np.full(1, 0.5)
     log_a = np.log(s_ratio) * (x - 0.5)  # log-uniform, max/min = spread, centred on 1
-    # sigma2_0 = 1 and c = a/eta: ELRs at the reference lr are exp(log_a).
+    # from_elr's scaling: the ELRs at the reference lr are exp(log_a).
     return from_elr(np.exp(log_a), float(eta))

@@ -1,7 +1,9 @@
 r"""Per-step summaries of simulated ELR trajectories, never a full trajectory.
 
 :class:`TrajectorySummary` holds, per step and run (lr × seed), the scheduled lr, the
-spread :math:`\max_\ell E_\ell/\min_\ell E_\ell`, the :data:`QUANTILES` of the gradient
+spread :math:`\max_\ell E_\ell/\min_\ell E_\ell` (``inf`` where the ratio exceeds float64,
+e.g. ELRs ``1e300`` and ``1e-300``; :func:`log10_spread`, always finite for finite positive
+ELRs, is :math:`\log_{10}\max_\ell E_\ell - \log_{10}\min_\ell E_\ell`), the :data:`QUANTILES` of the gradient
 ELR over layers (named :data:`QUANTILE_NAMES`) and the number of flips, plus the final
 per-layer state.  :func:`~normdyn.simulate.discrete.simulate_discrete` fills one with
 ``record="summary"``; :meth:`TrajectorySummary.from_frame` summarizes a tidy frame.
@@ -25,12 +27,15 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from normdyn._checks import NonFiniteError
+
 __all__ = [
     "QUANTILES",
     "QUANTILE_NAMES",
     "FLIP_RTOL",
     "TrajectorySummary",
     "count_flips",
+    "log10_spread",
     "quantile_positions",
     "sorted_quantiles",
 ]
@@ -41,6 +46,21 @@ QUANTILE_NAMES: tuple[str, ...] = ("min", "q10", "median", "q90", "max")
 #: Relative ELR difference below which a pair counts as tied when counting flips; far above
 #: the rounding noise of 1e6 steps (~1e-10), far below any difference that matters.
 FLIP_RTOL = 1e-9
+
+
+def log10_spread(e_max: Any, e_min: Any, spread: Any = None) -> np.ndarray:
+    r"""Spread in log space, :math:`\log_{10}(E_{max}/E_{min})`, finite for finite positive ELRs.
+
+    Where ``spread = e_max/e_min`` (computed when not given) is a finite positive float,
+    this is ``log10(spread)`` (full relative accuracy near spread 1); where the ratio
+    over- or underflows float64 it is :math:`\log_{10}E_{max} - \log_{10}E_{min}`.
+    """
+    hi, lo = np.asarray(e_max, dtype=np.float64), np.asarray(e_min, dtype=np.float64)
+    with np.errstate(over="ignore", under="ignore", divide="ignore", invalid="ignore"):
+        ratio = hi / lo if spread is None else np.asarray(spread, dtype=np.float64)
+        ok = np.isfinite(ratio) & (ratio > 0)
+        direct = np.log10(np.where(ok, ratio, 1.0))
+        return np.where(ok, direct, np.log10(hi) - np.log10(lo))
 
 
 def quantile_positions(n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -57,32 +77,34 @@ def sorted_quantiles(srt: np.ndarray, lo: np.ndarray, hi: np.ndarray, g: np.ndar
     return np.where(g >= 0.5, b - d * (1.0 - g), a + d * g)
 
 
-def count_flips(prev: np.ndarray, cur: np.ndarray, *, chunk: int = 1 << 22,
+def count_flips(prev: np.ndarray, cur: np.ndarray, *, chunk: int = 1 << 17,
                 prev_order: np.ndarray | None = None) -> np.ndarray:
     r"""Per row, the pairs :math:`(\ell, k)` with :math:`(p_\ell-p_k)(q_\ell-q_k) < 0`.
 
     ``prev`` and ``cur`` are ``(R, L)`` positive ELRs; a pair within :data:`FLIP_RTOL`
     (relative) at either step counts as tied, not flipped.  Memory is bounded by ``chunk``
     pair entries; ``prev_order`` (``argsort`` of ``prev`` along rows) saves a sort.
+
+    Both rows are taken in the order that sorts ``prev``; then a pair at positions
+    :math:`i < j` flipped iff :math:`p_j - p_i > r\,p_j` and :math:`q_i - q_j > r\,q_i`
+    (:math:`r` = :data:`FLIP_RTOL`; the larger value of each pair is the scale of its tie
+    test, exactly as in the numba kernel's insertion sort).  For :math:`i > j` the first
+    test fails by itself, so no triangle mask is needed.
     """
     R, L = prev.shape
     rows = max(1, chunk // max(L * L, 1))
-
-    def order(x: np.ndarray) -> np.ndarray:
-        d = x[:, :, None] - x[:, None, :]
-        return np.where(np.abs(d) > FLIP_RTOL * np.maximum(x[:, :, None], x[:, None, :]),
-                        np.sign(d), 0.0)
-
-    # Rows whose values, taken in the previous sorted order, are still non-decreasing have
-    # no strict reversal and hence no flip; only the others need the pairwise count.
     perm = np.argsort(prev, axis=1, kind="stable") if prev_order is None else prev_order
-    moved = np.take_along_axis(cur, perm, axis=1)
+    p = np.take_along_axis(prev, perm, axis=1)
+    q = np.take_along_axis(cur, perm, axis=1)
     out = np.zeros(R, dtype=np.int64)
-    todo = np.flatnonzero(np.any(moved[:, 1:] < moved[:, :-1], axis=1))
+    # Rows still non-decreasing in the previous order have no strict reversal, no flip.
+    todo = np.flatnonzero(np.any(q[:, 1:] < q[:, :-1], axis=1))
     for i in range(0, todo.size, rows):
         sel = todo[i:i + rows]
-        both = order(prev[sel]) * order(cur[sel])
-        out[sel] = np.count_nonzero(both < 0, axis=(1, 2)) // 2
+        ps, qs = p[sel], q[sel]
+        separated = (ps[:, None, :] - ps[:, :, None]) > FLIP_RTOL * ps[:, None, :]  # [r, i, j]
+        reversed_ = (qs[:, :, None] - qs[:, None, :]) > FLIP_RTOL * qs[:, :, None]
+        out[sel] = np.count_nonzero(separated & reversed_, axis=(1, 2))
     return out
 
 
@@ -94,6 +116,9 @@ class TrajectorySummary:
     flips (K, R)`` and ``quantiles (5, K, R)`` (:data:`QUANTILE_NAMES` of the gradient ELR
     over layers); final per-layer ``final_sigma2, final_elr, final_update_elr (R, L)``.
     ``flips[k]`` counts the pairs whose order reversed between steps ``k-1`` and ``k``.
+    ``spread`` is ``inf`` where :math:`E_{max}/E_{min}` exceeds float64; the property
+    :attr:`log10_spread` is finite there (``to_frame`` and ``to_dict`` carry both; JSON
+    has ``null`` for an infinite spread).
     """
 
     step: np.ndarray
@@ -116,6 +141,11 @@ class TrajectorySummary:
         return int(self.final_elr.shape[-1])
 
     @property
+    def log10_spread(self) -> np.ndarray:
+        r"""``(K, R)`` :math:`\log_{10}(E_{max}/E_{min})` per step and run, finite (:func:`log10_spread`)."""
+        return log10_spread(self.quantiles[-1], self.quantiles[0], self.spread)
+
+    @property
     def total_flips(self) -> np.ndarray:
         return self.flips.sum(axis=0)
 
@@ -127,12 +157,12 @@ class TrajectorySummary:
         return self.quantiles[QUANTILE_NAMES.index(name)]
 
     def to_frame(self) -> pd.DataFrame:
-        """One row per (run, step): step, lr, seed, lr_t, spread, elr_<quantile>, flips."""
+        """One row per (run, step): step, lr, seed, lr_t, spread, log10_spread, elr_<quantile>, flips."""
         K, R = self.spread.shape
         data: dict[str, np.ndarray] = {
             "step": np.tile(self.step, R), "lr": np.repeat(self.lr, K),
             "seed": np.repeat(self.seed, K), "lr_t": self.lr_t.T.ravel(),
-            "spread": self.spread.T.ravel(),
+            "spread": self.spread.T.ravel(), "log10_spread": self.log10_spread.T.ravel(),
         }
         for i, name in enumerate(QUANTILE_NAMES):
             data[f"elr_{name}"] = self.quantiles[i].T.ravel()
@@ -150,12 +180,18 @@ class TrajectorySummary:
         })
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready nested dict (plain floats and ints), one entry per run."""
+        """JSON-ready nested dict (plain floats and ints), one entry per run.
+
+        An infinite spread (the ratio exceeds float64) is ``None``; ``log10_spread`` is finite.
+        """
         runs = []
+        log_spread = self.log10_spread
         for r in range(self.runs):
             runs.append({
                 "lr": float(self.lr[r]), "seed": int(self.seed[r]),
-                "lr_t": self.lr_t[:, r].tolist(), "spread": self.spread[:, r].tolist(),
+                "lr_t": self.lr_t[:, r].tolist(),
+                "spread": [float(x) if np.isfinite(x) else None for x in self.spread[:, r]],
+                "log10_spread": log_spread[:, r].tolist(),
                 "flips": self.flips[:, r].tolist(), "total_flips": int(self.total_flips[r]),
                 "elr_quantiles": {n: self.quantiles[i, :, r].tolist()
                                   for i, n in enumerate(QUANTILE_NAMES)},
@@ -188,7 +224,10 @@ class TrajectorySummary:
             return np.swapaxes(f[col].to_numpy(np.float64).reshape(R, K, L), 0, 1)
 
         e = grid("elr")
-        srt = np.sort(e, axis=-1)
+        if not (np.all(np.isfinite(e)) and np.all(e >= 0)):
+            raise NonFiniteError("frame: elr must be finite and non-negative to summarize, got "
+                                 f"{e[~(np.isfinite(e) & (e >= 0))].ravel()[0]!r}")
+        srt = np.sort(e, axis=-1)  # a zero ELR (zero gradient): spread and log10_spread inf
         lo, hi, g = quantile_positions(L)
         flips = np.zeros((K, R), dtype=np.int64)
         for k in range(1, K):
@@ -199,9 +238,15 @@ class TrajectorySummary:
             step=steps, lr=first["lr"].to_numpy(np.float64),
             seed=first["seed"].to_numpy(np.int64),
             lr_t=grid("lr_t" if "lr_t" in f else "lr")[:, :, 0],
-            spread=srt[..., -1] / srt[..., 0],
+            spread=_ratio(srt[..., -1], srt[..., 0]),
             quantiles=np.moveaxis(sorted_quantiles(srt, lo, hi, g), -1, 0),
             flips=flips,
             final_sigma2=grid("sigma2")[-1] if "sigma2" in f else np.full((R, L), np.nan),
             final_elr=e[-1], final_update_elr=upd[-1],
         )
+
+
+def _ratio(hi: np.ndarray, lo: np.ndarray) -> np.ndarray:
+    """``hi/lo`` without a RuntimeWarning: ``inf`` where the ratio exceeds float64 or ``lo == 0``."""
+    with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
+        return hi / lo

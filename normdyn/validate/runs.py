@@ -43,9 +43,11 @@ weight matrix except the classifier's instead; ``config.json`` then says
 Results on CPU depend on the number of torch threads (the order of float reductions);
 ``config.json`` records it, and a resume must use the same number to be exact.
 
-A NaN or infinity in the loss or the norms stops the run with
-:class:`~normdyn._checks.NonFiniteError`; everything recorded until then is written
-to ``out_dir`` first.
+A NaN or infinity in the loss stops the run at that step, before the monitor or the
+metrics record anything of it (the loss is checked every step), with
+:class:`~normdyn._checks.NonFiniteError` naming the step; non-finite norms stop it at the
+monitor's next sync.  Everything recorded before is written (atomically) to ``out_dir``
+first, and no row of a non-finite loss is saved.
 """
 
 from __future__ import annotations
@@ -246,6 +248,14 @@ def drift_gradient(
 # --------------------------------------------------------------------------- training
 
 
+class _Diverged(NonFiniteError):
+    """The training loss of ``step`` is NaN or infinite (nothing of that step is recorded)."""
+
+    def __init__(self, step: int) -> None:
+        super().__init__(f"loss is not finite at step {step}")
+        self.step = step
+
+
 class _Interrupted(Exception):
     """Internal: ``stop_after`` reached (a clean stop at a step boundary)."""
 
@@ -424,6 +434,10 @@ class _Run:
         self.optimizer.zero_grad(set_to_none=True)
         logits = self.model(x)
         loss = F.cross_entropy(logits, y)
+        if not bool(torch.isfinite(loss.detach())):
+            # Stop before anything of this step is recorded: the monitor and the metrics
+            # keep steps 0..step-1 only, so no row of a NaN loss is ever saved.
+            raise _Diverged(self.step)
         loss.backward()
         if self.cfg["drift"]:
             with torch.no_grad():
@@ -535,6 +549,11 @@ def run_training(
             "interrupted", resumed_from=resumed_from,
             wall_seconds=time.perf_counter() - started))
         return table
+    except _Diverged as exc:
+        _write_partial(run, "diverged", resumed_from, error=str(exc))
+        kept = f"steps 0..{exc.step - 1} are kept" if exc.step else "no step is kept"
+        raise NonFiniteError(f"training stopped: loss is not finite at step {exc.step}; "
+                             f"{kept} in {out_dir}") from exc
     except NonFiniteError as exc:
         _write_partial(run, "diverged", resumed_from, error=str(exc))
         raise NonFiniteError(f"training stopped at step {run.step}: {exc}; everything "

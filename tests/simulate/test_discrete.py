@@ -288,4 +288,4 @@ def test_numpy_fallback_without_numba() -> None:
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           timeout=120)
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout == "engine: 'numba' is not installed (pip install 'normdyn[fast]')\n"
+    assert proc.stdout == "engine: 'numba' is not installed (pip install numba)\n"

@@ -93,3 +93,88 @@ def test_divergence_exits_1_and_keeps_what_was_recorded(tmp_path, capsys):
     assert "non-finite" in err or "not finite" in err
     assert (out / "steps.csv").is_file()
     assert json.loads((out / "config.json").read_text())["status"] == "diverged"
+
+
+# --------------------------------------------------------------------------- issue 12
+
+
+def test_issue_command_stops_at_the_first_non_finite_loss(tmp_path, capsys):
+    """The issue's command: exit 1 with one stderr line naming the step; no NaN row saved."""
+    import numpy as np
+    import pandas as pd
+
+    out = tmp_path / "x"
+    code = main(["validate", "--arch", "mlp", "--depth", "8", "--data", "digits", "--steps",
+                 "40", "--lr", "1e12", "--device", "cpu", "--out", str(out), "--no-progress"])
+    err = capsys.readouterr().err.strip()
+    assert code == 1
+    lines = err.splitlines()
+    assert len(lines) == 1 and "loss is not finite at step " in lines[0], err
+    step = int(lines[0].split("loss is not finite at step ")[1].split(";")[0])
+    assert 0 < step < 40
+    metrics = pd.read_csv(out / "metrics.csv")
+    table = pd.read_csv(out / "steps.csv")
+    assert metrics["step"].tolist() == list(range(step))
+    assert np.isfinite(metrics["loss"]).all() and np.isfinite(table["loss"]).all()
+    assert table["step"].max() == step - 1
+
+
+def _validate_args(out, steps: int) -> list[str]:
+    return [*TINY_ARGS[:TINY_ARGS.index("--steps")], "--steps", str(steps),
+            *TINY_ARGS[TINY_ARGS.index("--steps") + 2:], "--threads", "1",
+            "--checkpoint-every", "20", "--sync-every", "4", "--out", str(out)]
+
+
+def _tables(out) -> dict[str, bytes]:
+    return {name: (out / name).read_bytes() for name in ("steps.csv", "metrics.csv")}
+
+
+@pytest.mark.slow
+def test_sigkill_mid_run_then_resume_equals_uninterrupted_run_byte_for_byte(tmp_path):
+    """kill -9 a `normdyn validate` process once a checkpoint exists; re-running resumes."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    steps = 400
+    killed = tmp_path / "killed"
+    root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    proc = subprocess.Popen([sys.executable, "-m", "normdyn.cli",
+                             *_validate_args(killed, steps)], cwd=root, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 300
+        while not (killed / "checkpoint.pt").is_file():
+            assert proc.poll() is None, proc.stderr.read().decode()
+            assert time.monotonic() < deadline, "no checkpoint within 300 s"
+            time.sleep(0.01)
+        assert proc.poll() is None, "the run finished before it could be killed"
+        os.kill(proc.pid, signal.SIGKILL)
+        assert proc.wait(timeout=60) == -signal.SIGKILL
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        proc.stderr.close()
+    meta = json.loads((killed / "config.json").read_text())
+    assert meta["status"] == "running"  # really killed mid-run, nothing written after
+    assert main(_validate_args(killed, steps)) == 0  # resumes from the checkpoint
+    meta = json.loads((killed / "config.json").read_text())
+    assert meta["status"] == "completed" and meta["resumed_from"] >= 20
+
+    fresh = tmp_path / "fresh"
+    assert main(_validate_args(fresh, steps)) == 0
+    assert _tables(killed) == _tables(fresh)
+
+
+def test_same_seed_same_bytes_and_another_seed_differs(tmp_path):
+    a, b, c = tmp_path / "a", tmp_path / "b", tmp_path / "c"
+    for out in (a, b):
+        assert main(_validate_args(out, 12)) == 0
+    assert main([*_validate_args(c, 12), "--seed", "1"]) == 0
+    assert _tables(a) == _tables(b)
+    assert _tables(a)["steps.csv"] != _tables(c)["steps.csv"]

@@ -306,3 +306,39 @@ def test_sweep_critical_lr_in_a_run(tmp_path):
     crit = report["critical_lr"]
     assert crit["sweep"]["critical_lr_predicted"] == pytest.approx(crit["critical_lr_step0"],
                                                                    rel=1e-5)
+
+
+def test_divergence_stops_at_the_first_non_finite_loss_and_saves_no_nan_row(tmp_path):
+    """Issue 12: stop at the step whose loss is NaN, not at the next sync or the end.
+
+    Oracle: an uninterrupted, non-raising replay of the same config with torch's own loss
+    tells the first non-finite step k; the run must keep exactly steps 0..k-1.
+    """
+    cfg = tiny(arch="mlp", depth=8, width=16, lr=1e12, steps=30, sync_every=50,
+               checkpoint_every=100)
+    # the oracle: the same seeded model, data and lr in a plain loop reading every loss
+    oracle = runs._Run(cfg, tmp_path / "oracle", "csv")
+    first_bad = None
+    for step in range(cfg.steps):
+        x, y = next(oracle.batches)
+        oracle.optimizer.zero_grad(set_to_none=True)
+        loss = F.cross_entropy(oracle.model(x), y)
+        if not torch.isfinite(loss):
+            first_bad = step
+            break
+        loss.backward()
+        for group in oracle.optimizer.param_groups:
+            group["lr"] = cfg.lr
+        oracle.optimizer.step()
+    assert first_bad is not None and first_bad < cfg.steps - 1
+
+    out = tmp_path / "run"
+    with pytest.raises(NonFiniteError, match=f"loss is not finite at step {first_bad};"):
+        run_training(cfg, out, progress=False)
+    table, meta = load_run(out)
+    assert meta["status"] == "diverged" and meta["steps_completed"] == first_bad
+    assert sorted(table["step"].unique()) == list(range(first_bad))
+    metrics = pd.read_csv(out / METRICS_FILE)
+    assert metrics["step"].tolist() == list(range(first_bad))
+    assert np.isfinite(metrics["loss"]).all() and np.isfinite(table["loss"]).all()
+    assert not list(out.glob(".*.tmp")) and not list(out.glob(".*.csv"))  # atomic writes
