@@ -46,24 +46,37 @@ def _csvs(out):
     return {p.name: p for p in out.glob("fig*_micro.csv")}
 
 
+@pytest.fixture(scope="module")
+def inprocess_micro(tmp_path_factory):
+    """The whole micro profile, in process: the reference tables."""
+    from normdyn.cli import main
+
+    out = tmp_path_factory.mktemp("inprocess")
+    assert main(["figures", "--profile", "micro", "--out", str(out), "--no-progress",
+                 "--no-report"]) == 0
+    return out
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("launcher", ["local", "submitit"])
-def test_launcher_tables_equal_the_in_process_run(launcher, tmp_path):
+def test_launcher_tables_equal_the_in_process_run(launcher, inprocess_micro, tmp_path):
+    """``normdyn figures --profile micro --launcher L`` writes the same CSVs, byte for byte."""
+    from normdyn.cli import main
+
     if launcher == "submitit":
         pytest.importorskip("submitit")
-    only = "fig09,fig11"
-    ref = tmp_path / "inprocess"
-    FR.run_figures("micro", ref, only=only, progress=False, echo=None)
     out = tmp_path / launcher
-    FR.run_figures("micro", out, only=only, progress=False, echo=None, launcher=launcher,
-                   jobs=2)
-    a, b = _csvs(ref), _csvs(out)
-    assert sorted(a) == sorted(b) and len(a) == 2
+    assert main(["figures", "--profile", "micro", "--out", str(out), "--no-progress",
+                 "--no-report", "--launcher", launcher, "--jobs", "2"]) == 0
+    a, b = _csvs(inprocess_micro), _csvs(out)
+    assert sorted(a) == sorted(b) and len(a) == 12
     for name in a:
         assert filecmp.cmp(a[name], b[name], shallow=False), name
     statuses = {json.loads(p.read_text())["status"]
                 for p in (out / "cache" / "runs").glob("*/config.json")}
     assert statuses == {"completed"}
+    if launcher == "submitit":
+        assert list((out / "cache" / "submitit").iterdir()), "no submitit job folders"
 
 
 def test_launch_skips_cached_runs_and_rejects_bad_input(tmp_path):

@@ -542,6 +542,7 @@ def run_training(
             if callback is not None:
                 callback(run.step)
         run.flush_metrics()
+        run.monitor.sync()  # a non-finite norm in the last partial window: diverged
     except _Interrupted:
         run.save_checkpoint()
         table = run.write_tables()
