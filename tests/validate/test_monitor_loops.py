@@ -400,6 +400,64 @@ def test_constrained_elr_wrapper_is_accepted_and_matches_brute_force() -> None:
     assert not got["skipped"].any() and got["valid"].all()
 
 
+UNSCALE_MESSAGE = ("GradScaler: call scaler.unscale_(optimizer) before monitor.before_step(loss); "
+                   "the gradients are still multiplied by the loss scale")
+
+
+@pytest.mark.parametrize("unscale", ["wrapper", "inner"])
+def test_constrained_elr_under_grad_scaler_unscaled_through_either_object(unscale) -> None:
+    """``scaler.unscale_(constrained)`` -- what ``scaler.step(constrained)`` pairs with --
+    satisfies the monitor's check as well as ``scaler.unscale_(inner)``; the recorded
+    gradients are the scaled ones divided by the scale by hand, a skipped step is flagged."""
+    import math
+
+    from normdyn.optim import ConstrainedELR
+
+    scale = 2.0**12
+    model, x, y = _setup(seed=7)
+    inner = torch.optim.SGD(model.parameters(), lr=0.5, momentum=0.9, weight_decay=5e-4)
+    constrained = ConstrainedELR(inner, model, target_elr=0.02)
+    scaler = torch.amp.GradScaler("cpu", init_scale=scale)
+    monitor = ELRMonitor(model, constrained, sync_every=2, scaler=scaler)
+    params = dict(model.named_parameters())
+    skip_at = 2
+    hand: list[dict[str, torch.Tensor]] = []
+    oracle = _Oracle(model, monitor.names)
+    for step in range(4):
+        constrained.zero_grad()
+        loss = F.cross_entropy(model(x), y)
+        scaler.scale(loss).backward()
+        if step == 0:                                   # not unscaled yet: refused
+            with pytest.raises(RuntimeError, match=re.escape(UNSCALE_MESSAGE)):
+                monitor.before_step(loss)
+        if step == skip_at:
+            model.stage1.block0.conv1.weight.grad[0, 0, 0, 0] = float("inf")
+        now = scaler.get_scale()                        # halved after the skipped step
+        hand.append({n: params[n].grad.detach().clone() / now for n in monitor.names})
+        scaler.unscale_(constrained if unscale == "wrapper" else inner)
+        oracle.before(step)
+        with monitor.step(loss):                        # no raise: unscaled is unscaled
+            scaler.step(constrained)
+        scaler.update()
+        oracle.after()
+    monitor.close()
+    got, want = monitor.to_dataframe(), oracle.frame()
+    assert got.groupby("step")["skipped"].all().tolist() == [False, False, True, False]
+    assert constrained.step_count == 3
+    ok = (got["step"] != skip_at).to_numpy()
+    _check(got[ok].reset_index(drop=True), want[ok].reset_index(drop=True))
+    # p.grad the monitor read is the scaled gradient divided by the scale by hand
+    for step in (0, 1, 3):
+        rows = got[got["step"] == step]
+        for name, norm in zip(rows["layer"], rows["grad_norm"], strict=True):
+            ref = torch.linalg.vector_norm(hand[step][name].double()).item()
+            assert norm == pytest.approx(ref, rel=1e-12), (step, name)
+    chord = 2 * math.sin(math.atan(0.02) / 2)          # a fixed-norm turn by arctan(0.02)
+    np.testing.assert_allclose(got[ok]["update_elr"], chord, rtol=1e-5)
+    assert (got[~ok]["update_elr"] == 0).all()
+    assert scaler.get_scale() == scale / 2              # the scaler did skip one step
+
+
 def test_version_1_state_dict_is_converted() -> None:
     """v1 stored sum max(p, 0) and sum |p| of p = w * g instead of <w, g>."""
     model, x, y = _setup()
