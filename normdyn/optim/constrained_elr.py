@@ -40,8 +40,9 @@ Non-finite gradients raise a one-line :class:`~normdyn._checks.NonFiniteError` (
 independent of the lr: the inner lr only matters for the untracked parameters and
 through the update direction).  With ``target_elr=None`` it is derived per group from
 the group's *current* lr :math:`\eta`, weight decay :math:`\lambda` and momentum
-:math:`\beta` (plain :class:`torch.optim.SGD` only) as the angle turned per step at the
-rotational equilibrium of the momentum + weight-decay model (THEORY.md §5,
+:math:`\beta` (plain :class:`torch.optim.SGD` with heavy-ball momentum only:
+``dampening=0`` and ``nesterov=False``, else :class:`ValueError`) as the angle turned
+per step at the rotational equilibrium of the momentum + weight-decay model (THEORY.md §5,
 :func:`normdyn.theory.numeric.momentum_equilibrium_rotation`):
 
 .. math::
@@ -224,6 +225,11 @@ class ConstrainedELR(torch.optim.Optimizer):
             raise ValueError(
                 f"target_elr=None assumes heavy-ball momentum (dampening=0); param group "
                 f"{g} has dampening={group['dampening']!r}; pass target_elr"
+            )
+        if bool(group.get("nesterov", False)):
+            raise ValueError(
+                f"target_elr=None assumes heavy-ball momentum (nesterov=False); param group "
+                f"{g} has nesterov=True; pass target_elr"
             )
         return float(momentum_equilibrium_rotation(_lr(group), weight_decay, momentum))
 
