@@ -74,13 +74,26 @@ def test_grad_scaler_critical_lr_comes_from_unscaled_gradients(user_unscales):
         scaler.scale(_loss(model, batches[t])).backward()
         # oracle from the scaled p.grad divided by the scale by hand
         eta_star = _critical(_step_elrs(model, opt, LINEARS, grad_divisor=scale))
+        # reference: a deep copy stepped by hand on the scaled gradients / scale
+        ref_model, ref_opt = copy.deepcopy((model, opt))
+        for p, q in zip(model.parameters(), ref_model.parameters(), strict=True):
+            q.grad = p.grad.clone() / scale
         if user_unscales:
             scaler.unscale_(opt)
         with warmup.dampening():
-            assert opt.param_groups[0]["lr"] == pytest.approx(min(50.0, eta_star), rel=1e-4)
+            lr = opt.param_groups[0]["lr"]
+            assert lr == pytest.approx(min(50.0, eta_star), rel=1e-4)
             scaler.step(opt)  # must not unscale a second time
         scaler.update()
         assert not warmup.last_skipped
+        for group in ref_opt.param_groups:
+            group["lr"] = lr
+        ref_opt.step()
+        for (n, p), (_, q) in zip(model.named_parameters(), ref_model.named_parameters(),
+                                  strict=True):
+            # the scale is a power of 2: unscaling is exact, so the steps agree to rounding
+            torch.testing.assert_close(p.detach(), q.detach(), rtol=1e-6, atol=1e-7,
+                                       msg=f"step {t}, {n}")
     assert scaler.get_scale() == scale  # no inf seen, growth interval not reached
 
 
