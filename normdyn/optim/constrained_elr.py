@@ -81,6 +81,7 @@ to about :math:`\varepsilon/E` (0.3 % measured for bfloat16 at :math:`E = 0.05`)
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
@@ -104,6 +105,10 @@ from normdyn.theory.numeric import momentum_equilibrium_rotation
 __all__ = ["ConstrainedELR"]
 
 _OWNER = "ConstrainedELR"
+
+# The inner optimizers of live ConstrainedELR wrappers (weak: they go with the wrapper).
+# CriticalLRWarmup refuses them: see normdyn.optim.warmup.refuse_constrained.
+WRAPPED: weakref.WeakSet[torch.optim.Optimizer] = weakref.WeakSet()
 _RESOLVED = 16.0  # |tau| <= 16 eps |w| is not resolved by w_inner - w: treated as tau = 0
 
 
@@ -165,6 +170,7 @@ class ConstrainedELR(torch.optim.Optimizer):
         self.param_groups = optimizer.param_groups
         self.state = optimizer.state
         self.optimizer = optimizer
+        WRAPPED.add(optimizer)
         self.target_elr = target_elr
         self._tracked = tracked
         names = ({} if model is None else
@@ -180,6 +186,11 @@ class ConstrainedELR(torch.optim.Optimizer):
 
     def __getstate__(self) -> dict[str, Any]:
         return self.__dict__.copy()  # Optimizer's keeps only defaults, state, groups
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__(state)
+        if "optimizer" in state:      # a deep copy's (or unpickled) inner optimizer
+            WRAPPED.add(state["optimizer"])
 
     @property
     def tracked_names(self) -> tuple[str, ...]:
