@@ -174,6 +174,13 @@ class CriticalLRWarmupCallback(pl.Callback):
     ``with warmup.dampening(): optimizer.step()`` of
     :class:`~normdyn.optim.CriticalLRWarmup`; keyword arguments are passed to it.
 
+    Under AMP with a loss scaler (``precision="16-mixed"``, or a ``MixedPrecision``
+    plugin with a ``GradScaler``) the warm-up gets ``trainer.precision_plugin.scaler``
+    unless ``scaler=`` is given: Lightning unscales before ``on_before_optimizer_step``,
+    and a step with inf/NaN gradients, which the scaler skips, leaves the lrs alone
+    (counted in ``warmup.skipped_steps``) instead of raising.  On CPU Lightning turns
+    ``precision="16-mixed"`` into ``"bf16-mixed"``, which has no scaler.
+
     Attributes
     ----------
     warmup: the :class:`~normdyn.optim.CriticalLRWarmup` (``None`` before training).
@@ -191,7 +198,12 @@ class CriticalLRWarmupCallback(pl.Callback):
         from normdyn.optim import CriticalLRWarmup
 
         optimizer = _optimizer(trainer, self.optimizer_index, type(self).__name__)
-        self.warmup = CriticalLRWarmup(optimizer, pl_module, **self.warmup_kwargs)
+        kwargs = dict(self.warmup_kwargs)
+        # AMP ("16-mixed"): Lightning's GradScaler, so a step it skips (inf gradients) is
+        # left alone instead of raising; an explicit scaler= in the kwargs wins
+        kwargs.setdefault("scaler", getattr(getattr(trainer, "precision_plugin", None),
+                                            "scaler", None))
+        self.warmup = CriticalLRWarmup(optimizer, pl_module, **kwargs)
         self._handle = optimizer.register_step_post_hook(lambda *_: self._restore())
 
     def _restore(self) -> None:

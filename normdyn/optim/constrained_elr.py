@@ -40,8 +40,9 @@ Non-finite gradients raise a one-line :class:`~normdyn._checks.NonFiniteError` (
 independent of the lr: the inner lr only matters for the untracked parameters and
 through the update direction).  With ``target_elr=None`` it is derived per group from
 the group's *current* lr :math:`\eta`, weight decay :math:`\lambda` and momentum
-:math:`\beta` (plain :class:`torch.optim.SGD` only) as the angle turned per step at the
-rotational equilibrium of the momentum + weight-decay model (THEORY.md §5,
+:math:`\beta` (plain :class:`torch.optim.SGD` with heavy-ball momentum only:
+``dampening=0`` and ``nesterov=False``, else :class:`ValueError`) as the angle turned
+per step at the rotational equilibrium of the momentum + weight-decay model (THEORY.md §5,
 :func:`normdyn.theory.numeric.momentum_equilibrium_rotation`):
 
 .. math::
@@ -80,6 +81,7 @@ to about :math:`\varepsilon/E` (0.3 % measured for bfloat16 at :math:`E = 0.05`)
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
@@ -103,6 +105,10 @@ from normdyn.theory.numeric import momentum_equilibrium_rotation
 __all__ = ["ConstrainedELR"]
 
 _OWNER = "ConstrainedELR"
+
+# The inner optimizers of live ConstrainedELR wrappers (weak: they go with the wrapper).
+# CriticalLRWarmup refuses them: see normdyn.optim.warmup.refuse_constrained.
+WRAPPED: weakref.WeakSet[torch.optim.Optimizer] = weakref.WeakSet()
 _RESOLVED = 16.0  # |tau| <= 16 eps |w| is not resolved by w_inner - w: treated as tau = 0
 
 
@@ -164,6 +170,7 @@ class ConstrainedELR(torch.optim.Optimizer):
         self.param_groups = optimizer.param_groups
         self.state = optimizer.state
         self.optimizer = optimizer
+        WRAPPED.add(optimizer)
         self.target_elr = target_elr
         self._tracked = tracked
         names = ({} if model is None else
@@ -179,6 +186,11 @@ class ConstrainedELR(torch.optim.Optimizer):
 
     def __getstate__(self) -> dict[str, Any]:
         return self.__dict__.copy()  # Optimizer's keeps only defaults, state, groups
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__(state)
+        if "optimizer" in state:      # a deep copy's (or unpickled) inner optimizer
+            WRAPPED.add(state["optimizer"])
 
     @property
     def tracked_names(self) -> tuple[str, ...]:
@@ -224,6 +236,11 @@ class ConstrainedELR(torch.optim.Optimizer):
             raise ValueError(
                 f"target_elr=None assumes heavy-ball momentum (dampening=0); param group "
                 f"{g} has dampening={group['dampening']!r}; pass target_elr"
+            )
+        if bool(group.get("nesterov", False)):
+            raise ValueError(
+                f"target_elr=None assumes heavy-ball momentum (nesterov=False); param group "
+                f"{g} has nesterov=True; pass target_elr"
             )
         return float(momentum_equilibrium_rotation(_lr(group), weight_decay, momentum))
 

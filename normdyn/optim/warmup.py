@@ -43,6 +43,12 @@ whose gradients are not finite is one the scaler skips: the warm-up leaves the l
 and records it (:attr:`CriticalLRWarmup.last_skipped`, :attr:`skipped_steps`).  Without
 ``scaler=``, non-finite gradients raise a one-line :class:`FloatingPointError`.
 
+**Not with ConstrainedELR.**  A :class:`~normdyn.optim.ConstrainedELR`, or the
+optimizer it wraps, raises a one-line :class:`TypeError` (at construction, or at the
+first :meth:`~CriticalLRWarmup.step` if the optimizer is wrapped later): the wrapper
+turns each tracked layer by :math:`\arctan E` whatever the lr, so the ELRs are not
+:math:`\eta a_\ell` and :math:`\eta^*` would be meaningless.
+
 **Several param groups.**  Group :math:`g` has target :math:`T_g`.  The warm-up keeps the
 groups' lr *ratios*: all lrs are multiplied by one common factor,
 
@@ -104,11 +110,34 @@ from normdyn.optim._params import (
     resolve_tracked,
 )
 from normdyn.optim._steps import check_supported, unit_steps
+from normdyn.optim.constrained_elr import WRAPPED, ConstrainedELR
 from normdyn.theory.numeric import critical_lr_of, gradient_elr, one_step_spread
 
 __all__ = ["CriticalLRWarmup"]
 
 _OWNER = "CriticalLRWarmup"
+
+
+_NOT_CONSTRAINED = (
+    "turns each tracked layer by arctan(target_elr) per step, so the ELRs are equal by "
+    "construction and eta* (from lr*|d|/|w|) does not describe the steps; use one of the two")
+
+
+def refuse_constrained(optimizer: object) -> None:
+    r"""One-line :class:`TypeError` for a :class:`ConstrainedELR` or the optimizer it wraps.
+
+    Under ConstrainedELR a tracked layer's step is a rotation by ``arctan(E)``, whatever
+    the lr: its ELR is not ``lr * a``, so there is no ELR spread for the warm-up to cap
+    (with a fixed target its lr reaches only the untracked parameters).  A wrong
+    :math:`\eta^*` is worse than none, so the combination is refused; it also closes the
+    GradScaler mismatch of a warm-up keyed on the inner optimizer while
+    ``scaler.step(wrapper)`` unscales the wrapper a second time.
+    """
+    if isinstance(optimizer, ConstrainedELR):
+        raise TypeError(f"{_OWNER}: cannot warm up a ConstrainedELR: it {_NOT_CONSTRAINED}")
+    if optimizer in WRAPPED:
+        raise TypeError(f"{_OWNER}: this {type(optimizer).__name__} is the inner optimizer of "
+                        f"a ConstrainedELR, which {_NOT_CONSTRAINED}")
 
 
 def _get_lr(group: dict) -> float:
@@ -190,6 +219,7 @@ class CriticalLRWarmup:
         scaler: Any = None,
         example_input: Any = None,
     ) -> None:
+        refuse_constrained(optimizer)
         check_supported(optimizer, _OWNER)
         groups = getattr(optimizer, "param_groups", None)
         if target_lr is not None:
@@ -246,6 +276,7 @@ class CriticalLRWarmup:
 
         Call after ``loss.backward()`` and before ``optimizer.step()``.
         """
+        refuse_constrained(self.optimizer)   # wrapped after this warm-up was built
         targets = self._read_targets()
         self.step_count += 1
         if self.finished and not self.guard:

@@ -130,6 +130,10 @@ class RunConfig:
             check_positive("other_lr", self.other_lr)
         if self.constrained_elr is not None:
             check_positive("constrained_elr", self.constrained_elr)
+            if self.schedule == "critical_warmup":
+                raise ValueError("constrained_elr cannot be combined with schedule="
+                                 "'critical_warmup': ConstrainedELR fixes each tracked layer's "
+                                 "angle per step, so the warm-up has no ELR spread to cap")
         _choice("device", self.device, DEVICES)
         check_int("seed", self.seed)
         check_int("sync_every", self.sync_every, minimum=1)

@@ -79,7 +79,9 @@ multiplied by the loss scale until ``scaler.unscale_(optimizer)`` is called, so 
     scaler.update()
 
 Pass ``scaler=scaler`` to have :meth:`~ELRMonitor.before_step` check that the gradients
-were unscaled.  A skipped step is recorded with ``update_elr = 0`` and
+were unscaled; with a wrapper such as :class:`~normdyn.optim.ConstrainedELR`,
+``scaler.unscale_(wrapper)`` (what ``scaler.step(wrapper)`` expects) and
+``scaler.unscale_(wrapper.optimizer)`` both count.  A skipped step is recorded with ``update_elr = 0`` and
 ``skipped = True``; its non-finite gradients do not raise.
 
 **Frozen parameters** (``requires_grad=False``, or not in any parameter group of the
@@ -255,14 +257,17 @@ class ELRMonitor:
         return [as_float(groups[g]["lr"]) for g in self._groups]
 
     def _check_unscaled(self) -> None:
-        scaler, opt = self.scaler, self._hooked or self.optimizer
+        scaler = self.scaler
         if scaler is None or not getattr(scaler, "is_enabled", lambda: True)():
             return
         states = getattr(scaler, "_per_optimizer_states", None)
         if states is None:
             return
-        stage = states.get(id(opt), {}).get("stage")
-        if getattr(stage, "name", None) != "UNSCALED":
+        # the user unscales the object they step: the optimizer given (a ConstrainedELR,
+        # a wrapper) or the torch optimizer it wraps; either one being unscaled will do
+        stages = {getattr(states.get(id(opt), {}).get("stage"), "name", None)
+                  for opt in (self.optimizer, self._hooked) if opt is not None}
+        if "UNSCALED" not in stages:
             raise RuntimeError("GradScaler: call scaler.unscale_(optimizer) before "
                                "monitor.before_step(loss); the gradients are still multiplied "
                                "by the loss scale")

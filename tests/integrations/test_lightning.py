@@ -157,3 +157,99 @@ def test_warmup_callback_records_the_dampened_lr() -> None:
     assert want[0] < 0.5 * target                     # the warm-up did dampen
     # the scheduler kept its own chain: 4 halvings of the target, not of the dampened lr
     assert trainer.optimizers[0].param_groups[0]["lr"] == pytest.approx(target * 0.5**4)
+
+
+# --------------------------------------------------------------------------- AMP scaler
+
+
+class _InfNet(_Net):
+    """Plain SGD, no scheduler; an inf gradient forced on optimizer step ``inf_at``."""
+
+    inf_at = 1
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=self.lr)
+
+    def on_after_backward(self) -> None:
+        if self.trainer.global_step == self.inf_at:
+            self.conv2.weight.grad[0, 0, 0, 0] = float("inf")
+
+
+class _ScaledOracle(L.Callback):
+    """Before the warm-up callback: p.grad (Lightning has unscaled it) and w, brute force."""
+
+    def __init__(self, names: list[str]) -> None:
+        self.names = names
+        self.steps: list[dict] = []
+        self._before: dict | None = None
+
+    def on_before_optimizer_step(self, trainer, pl_module, optimizer) -> None:
+        params = dict(pl_module.named_parameters())
+        self._before = {n: (p.detach().clone(), p.grad.detach().double().clone())
+                        for n, p in params.items()}
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        params = dict(pl_module.named_parameters())
+        self.steps.append({n: (w, g, params[n].detach().clone())
+                           for n, (w, g) in self._before.items()})
+
+
+def test_warmup_callback_takes_lightnings_grad_scaler_and_skips_an_inf_step() -> None:
+    """16-mixed on CPU needs an explicit MixedPrecision plugin with a GradScaler (the
+    precision string alone becomes bf16-mixed, without a scaler).  The callback passes
+    ``trainer.precision_plugin.scaler`` to the warm-up: the inf step is skipped (weights
+    unchanged, no raise), the finite steps use min(target, eta*) from the unscaled
+    gradients, recovered from the weights as lr = ||dw|| / ||g|| (plain SGD)."""
+    from lightning.pytorch.plugins.precision import MixedPrecision
+
+    target, scale = 50.0, 2.0**10
+    scaler = torch.amp.GradScaler("cpu", init_scale=scale)
+    warmup = CriticalLRWarmupCallback()
+    oracle = _ScaledOracle(NAMES)
+    torch.manual_seed(0)
+    dataset = torch.utils.data.TensorDataset(torch.randn(16, 3, 6, 6),
+                                             torch.randint(0, 4, (16,)))
+    trainer = L.Trainer(accelerator="cpu", devices=1, max_epochs=1, logger=False,
+                        callbacks=[oracle, warmup],
+                        plugins=[MixedPrecision("16-mixed", "cpu", scaler=scaler)],
+                        enable_checkpointing=False, enable_progress_bar=False,
+                        enable_model_summary=False)
+    trainer.fit(_InfNet(target), train_dataloaders=torch.utils.data.DataLoader(dataset,
+                                                                               batch_size=4))
+    assert warmup.warmup.scaler is scaler
+    assert warmup.warmup.tracked_names == tuple(NAMES)
+    assert warmup.warmup.skipped_steps == 1 and len(oracle.steps) == 4
+    assert scaler.get_scale() == scale / 2                  # the scaler saw the inf
+    for t, step in enumerate(oracle.steps):
+        if t == _InfNet.inf_at:
+            for n, (w, _, after) in step.items():
+                assert torch.equal(w, after), n               # skipped: nothing written
+            continue
+        a = [torch.linalg.vector_norm(step[n][1]).item()
+             / torch.linalg.vector_norm(step[n][0].double()).item() for n in NAMES]
+        want = min(target, 1.0 / (max(a) * min(a)) ** 0.5)
+        assert t != 0 or want < 0.5 * target                  # it binds at the start
+        for n, (w, g, after) in step.items():                 # every parameter, same lr
+            dw = torch.linalg.vector_norm(after.double() - w.double()).item()
+            assert dw / torch.linalg.vector_norm(g).item() == pytest.approx(want, rel=1e-4), n
+    assert trainer.optimizers[0].param_groups[0]["lr"] == target   # restored
+
+
+def test_warmup_callback_scaler_defaults_to_the_precision_plugins() -> None:
+    """Unit test of the hook with a stub trainer: the plugin's scaler by default, none
+    without one, and an explicit ``scaler=`` wins."""
+    from types import SimpleNamespace
+
+    model = _Net(0.1)
+    scaler = torch.amp.GradScaler("cpu")
+
+    def start(callback, plugin):
+        opt = torch.optim.SGD(model.parameters(), lr=0.1)
+        callback.on_train_start(SimpleNamespace(optimizers=[opt], precision_plugin=plugin),
+                                model)
+        callback.on_train_end(None, model)
+        return callback.warmup.scaler
+
+    assert start(CriticalLRWarmupCallback(), SimpleNamespace(scaler=scaler)) is scaler
+    assert start(CriticalLRWarmupCallback(), SimpleNamespace()) is None
+    assert start(CriticalLRWarmupCallback(scaler=None), SimpleNamespace(scaler=scaler)) is None

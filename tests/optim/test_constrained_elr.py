@@ -290,6 +290,26 @@ def test_derived_target_needs_weight_decay_and_sgd():
         ConstrainedELR(torch.optim.Adam(model.parameters(), weight_decay=0.1), model)
 
 
+def test_derived_target_refuses_nesterov_and_dampening():
+    """The equilibrium formula is derived for heavy-ball momentum only."""
+    model, _ = _setup()
+    nesterov = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4,
+                               nesterov=True)
+    msg = ("target_elr=None assumes heavy-ball momentum (nesterov=False); param group 0 has "
+           "nesterov=True; pass target_elr")
+    with pytest.raises(ValueError, match=f"^{re.escape(msg)}$"):
+        ConstrainedELR(nesterov, model)
+    dampened = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4,
+                               dampening=0.1)
+    msg = ("target_elr=None assumes heavy-ball momentum (dampening=0); param group 0 has "
+           "dampening=0.1; pass target_elr")
+    with pytest.raises(ValueError, match=f"^{re.escape(msg)}$"):
+        ConstrainedELR(dampened, model)
+    # an explicit target needs no derivation: Nesterov is fine then
+    ConstrainedELR(torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, nesterov=True),
+                   model, target_elr=0.05)
+
+
 def test_zero_update_stays_zero():
     w = nn.Parameter(torch.ones(3, dtype=torch.float64))
     opt = ConstrainedELR(torch.optim.SGD([w], lr=0.1), params=[w], target_elr=0.5)

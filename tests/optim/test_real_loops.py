@@ -74,13 +74,26 @@ def test_grad_scaler_critical_lr_comes_from_unscaled_gradients(user_unscales):
         scaler.scale(_loss(model, batches[t])).backward()
         # oracle from the scaled p.grad divided by the scale by hand
         eta_star = _critical(_step_elrs(model, opt, LINEARS, grad_divisor=scale))
+        # reference: a deep copy stepped by hand on the scaled gradients / scale
+        ref_model, ref_opt = copy.deepcopy((model, opt))
+        for p, q in zip(model.parameters(), ref_model.parameters(), strict=True):
+            q.grad = p.grad.clone() / scale
         if user_unscales:
             scaler.unscale_(opt)
         with warmup.dampening():
-            assert opt.param_groups[0]["lr"] == pytest.approx(min(50.0, eta_star), rel=1e-4)
+            lr = opt.param_groups[0]["lr"]
+            assert lr == pytest.approx(min(50.0, eta_star), rel=1e-4)
             scaler.step(opt)  # must not unscale a second time
         scaler.update()
         assert not warmup.last_skipped
+        for group in ref_opt.param_groups:
+            group["lr"] = lr
+        ref_opt.step()
+        for (n, p), (_, q) in zip(model.named_parameters(), ref_model.named_parameters(),
+                                  strict=True):
+            # the scale is a power of 2: unscaling is exact, so the steps agree to rounding
+            torch.testing.assert_close(p.detach(), q.detach(), rtol=1e-6, atol=1e-7,
+                                       msg=f"step {t}, {n}")
     assert scaler.get_scale() == scale  # no inf seen, growth interval not reached
 
 
@@ -140,6 +153,72 @@ def test_constrained_under_grad_scaler_skips_inf_and_turns_finite_steps():
     scaler.step(opt)
     assert opt.step_count == 1
     assert _angle(w0, w) == pytest.approx(math.atan(0.05), rel=1e-5)
+
+
+CONSTRAINED_REFUSAL = (
+    "turns each tracked layer by arctan(target_elr) per step, so the ELRs are equal by "
+    "construction and eta* (from lr*|d|/|w|) does not describe the steps; use one of the two")
+
+
+def test_warmup_with_constrained_elr_under_grad_scaler_is_refused_and_amp_still_unscales_once():
+    """CriticalLRWarmup + ConstrainedELR is refused (one line) whichever object it is given
+    and whenever the wrapping happens, before any gradient is touched, so the former
+    double unscale (warm-up keyed on the inner optimizer, ``scaler.step(wrapper)``) cannot
+    happen.  ConstrainedELR alone under the scaler then skips an inf step and unscales
+    finite steps exactly once: the head matches a hand-unscaled inner SGD step."""
+    from normdyn.validate.config import RunConfig
+
+    scale = 2.0**10
+    model, batches, inner, scaler = _scaled_setup(scale)
+    early = CriticalLRWarmup(inner, model, scaler=scaler)     # built before the wrapping
+    opt = ConstrainedELR(inner, model, target_elr=0.05)
+    msg_wrapper = f"CriticalLRWarmup: cannot warm up a ConstrainedELR: it {CONSTRAINED_REFUSAL}"
+    msg_inner = ("CriticalLRWarmup: this SGD is the inner optimizer of a ConstrainedELR, "
+                 f"which {CONSTRAINED_REFUSAL}")
+    assert len(msg_wrapper) <= 300 and len(msg_inner) <= 300
+    with pytest.raises(TypeError, match=f"^{re.escape(msg_wrapper)}$"):
+        CriticalLRWarmup(opt, model, scaler=scaler)
+    with pytest.raises(TypeError, match=f"^{re.escape(msg_inner)}$"):
+        CriticalLRWarmup(inner, model, scaler=scaler)
+    twin_model, twin = copy.deepcopy((model, opt))
+    with pytest.raises(TypeError, match=f"^{re.escape(msg_inner)}$"):
+        CriticalLRWarmup(twin.optimizer, twin_model)
+    msg_config = ("constrained_elr cannot be combined with schedule='critical_warmup': "
+                  "ConstrainedELR fixes each tracked layer's angle per step, so the warm-up "
+                  "has no ELR spread to cap")
+    with pytest.raises(ValueError, match=f"^{re.escape(msg_config)}$"):
+        RunConfig(schedule="critical_warmup", constrained_elr=0.05)
+
+    params = dict(model.named_parameters())
+    for t in range(3):
+        opt.zero_grad()
+        scaler.scale(_loss(model, batches[t])).backward()
+        if t == 1:
+            model.layer2.linear.weight.grad[0, 0] = float("inf")
+        now = scaler.get_scale()
+        ref_model, ref_inner = copy.deepcopy((model, inner))   # plain SGD, grads / scale
+        for p, q in zip(model.parameters(), ref_model.parameters(), strict=True):
+            q.grad = p.grad.clone() / now
+        lrs = [g["lr"] for g in inner.param_groups]
+        with pytest.raises(TypeError, match=f"^{re.escape(msg_inner)}$"):
+            early.step()                                  # refused before unscaling
+        assert [g["lr"] for g in inner.param_groups] == lrs
+        assert scaler._per_optimizer_states[id(inner)]["stage"].name == "READY"
+        before = {n: p.detach().clone() for n, p in params.items()}
+        w0 = params[LINEARS[3]].detach().clone()
+        scaler.step(opt)
+        scaler.update()
+        if t == 1:                                        # skipped: nothing written
+            for n, p in params.items():
+                assert torch.equal(p.detach(), before[n]), n
+            continue
+        ref_inner.step()
+        ref = dict(ref_model.named_parameters())
+        for n in ("classifier.weight", "classifier.bias"):  # untracked: the inner step
+            torch.testing.assert_close(params[n].detach(), ref[n].detach(), rtol=1e-6,
+                                       atol=1e-7, msg=f"step {t}, {n}")
+        assert _angle(w0, params[LINEARS[3]]) == pytest.approx(math.atan(0.05), rel=1e-5)
+    assert opt.step_count == 2 and scaler.get_scale() == scale / 2
 
 
 def test_constrained_non_finite_gradient_raises_before_writing_anything():

@@ -74,13 +74,33 @@ class _Oracle:
         return pd.DataFrame(self.rows)
 
 
+HEAD = "classifier.weight"   # not scale-invariant: cos_wg is O(0.01-1) there
+
+
+def _with_head(model: nn.Module) -> list[str]:
+    """The detected (scale-invariant) weights plus the classifier, tracked via ``names=``."""
+    detected = ELRMonitor(model, torch.optim.SGD(model.parameters(), lr=0.1)).names
+    return [*detected, HEAD]
+
+
 def _check(got: pd.DataFrame, want: pd.DataFrame, cols=("sigma2", "grad_norm", "update_elr",
-                                                        "cos_wg")) -> None:
+                                                        "cos_wg"), strict_cos=True) -> None:
+    """Every column to rtol 1e-6.  On a scale-invariant layer the true ``cos_wg`` is at the
+    rounding level (~1e-8), so it needs ``atol``, which a monitor returning 0 would pass;
+    the rows of :data:`HEAD` (non-invariant) are therefore checked with ``rtol`` only and
+    must exist (``strict_cos``), so a wrong ``cos_wg`` fails."""
     assert len(got) == len(want)
     assert (got["step"].to_numpy() == want["step"].to_numpy()).all()
     assert (got["layer"].to_numpy() == want["layer"].to_numpy()).all()
     for col in cols:
         np.testing.assert_allclose(got[col], want[col], rtol=1e-6, atol=1e-7, err_msg=col)
+    head = (want["layer"] == HEAD).to_numpy()
+    if strict_cos:
+        assert head.any(), f"{HEAD} is not tracked: pass names=_with_head(model)"
+        cos = want["cos_wg"].to_numpy()[head]
+        assert (np.abs(cos) > 1e-3).all(), cos        # far from 0: rtol alone is binding
+        np.testing.assert_allclose(got["cos_wg"].to_numpy()[head], cos, rtol=1e-6, atol=0,
+                                   err_msg=f"cos_wg of {HEAD}")
 
 
 # --------------------------------------------------------------------------- lr nesting
@@ -94,7 +114,7 @@ def test_lr_is_the_dampened_lr_the_step_used(nesting: str) -> None:
     target = 50.0                      # far above the critical lr: the warm-up binds
     opt = torch.optim.SGD(model.parameters(), lr=target)
     warmup = CriticalLRWarmup(opt, model)
-    monitor = ELRMonitor(model, opt, sync_every=2)
+    monitor = ELRMonitor(model, opt, sync_every=2, names=_with_head(model))
     oracle = _Oracle(model, monitor.names)
     for step in range(3):
         opt.zero_grad(set_to_none=True)
@@ -155,7 +175,7 @@ def test_grad_scaler_skipped_step_is_recorded_and_does_not_raise() -> None:
     model, x, y = _setup()
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
     scaler = torch.amp.GradScaler("cpu", init_scale=2.0**10)
-    monitor = ELRMonitor(model, opt, sync_every=2, scaler=scaler)
+    monitor = ELRMonitor(model, opt, sync_every=2, scaler=scaler, names=_with_head(model))
     oracle = _Oracle(model, monitor.names)
     skip_at = 1
     for step in range(4):
@@ -273,7 +293,7 @@ def test_cos_wg_resolves_1e_6_on_a_2_4m_element_layer() -> None:
 def test_adamw_and_gradient_accumulation_match_brute_force() -> None:
     model, x, y = _setup(seed=2, batch=8)
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.1)
-    monitor = ELRMonitor(model, opt, sync_every=3)
+    monitor = ELRMonitor(model, opt, sync_every=3, names=_with_head(model))
     oracle = _Oracle(model, monitor.names)
     micro = 2
     for step in range(4):
@@ -298,6 +318,7 @@ def test_adamw_and_gradient_accumulation_match_brute_force() -> None:
 
 def test_frozen_and_unoptimized_parameters_are_skipped_with_a_note() -> None:
     model, x, y = _setup()
+    names = _with_head(model)
     model.stem.conv.weight.requires_grad_(False)
     rest = [p for n, p in model.named_parameters()
             if p.requires_grad and n != "stage1.block0.conv1.weight"]
@@ -305,9 +326,9 @@ def test_frozen_and_unoptimized_parameters_are_skipped_with_a_note() -> None:
     with pytest.warns(UserWarning, match=re.escape(
             "ELRMonitor: not tracking 2 frozen parameter(s): 1 with requires_grad=False "
             "('stem.conv.weight'); 1 not optimized by SGD ('stage1.block0.conv1.weight')")):
-        monitor = ELRMonitor(model, opt, sync_every=2)
+        monitor = ELRMonitor(model, opt, sync_every=2, names=names)
     assert monitor.skipped_params == ["stem.conv.weight", "stage1.block0.conv1.weight"]
-    assert "stem.conv.weight" not in monitor.names and len(monitor.names) == 7
+    assert "stem.conv.weight" not in monitor.names and len(monitor.names) == 8
     oracle = _Oracle(model, monitor.names)
     for step in range(3):
         model.zero_grad(set_to_none=True)
@@ -349,7 +370,7 @@ def test_torch_compile_model_matches_brute_force() -> None:
             opt.step()
         oracle.after()
     got = monitor.to_dataframe()
-    _check(got, oracle.frame())
+    _check(got, oracle.frame(), strict_cos=False)       # names are prefixed _orig_mod.
     np.testing.assert_allclose(got["lr"], 0.1)
 
 
@@ -384,7 +405,7 @@ def test_constrained_elr_wrapper_is_accepted_and_matches_brute_force() -> None:
     model, x, y = _setup(seed=4)
     inner = torch.optim.SGD(model.parameters(), lr=0.5, momentum=0.9, weight_decay=5e-4)
     constrained = ConstrainedELR(inner, model, target_elr=0.02)
-    monitor = ELRMonitor(model, constrained, sync_every=2)
+    monitor = ELRMonitor(model, constrained, sync_every=2, names=_with_head(model))
     oracle = _Oracle(model, monitor.names)
     for step in range(3):
         constrained.zero_grad()
@@ -398,6 +419,66 @@ def test_constrained_elr_wrapper_is_accepted_and_matches_brute_force() -> None:
     _check(got, oracle.frame())
     np.testing.assert_allclose(got["lr"], 0.5)
     assert not got["skipped"].any() and got["valid"].all()
+
+
+UNSCALE_MESSAGE = ("GradScaler: call scaler.unscale_(optimizer) before monitor.before_step(loss); "
+                   "the gradients are still multiplied by the loss scale")
+
+
+@pytest.mark.parametrize("unscale", ["wrapper", "inner"])
+def test_constrained_elr_under_grad_scaler_unscaled_through_either_object(unscale) -> None:
+    """``scaler.unscale_(constrained)`` -- what ``scaler.step(constrained)`` pairs with --
+    satisfies the monitor's check as well as ``scaler.unscale_(inner)``; the recorded
+    gradients are the scaled ones divided by the scale by hand, a skipped step is flagged."""
+    import math
+
+    from normdyn.optim import ConstrainedELR
+
+    scale = 2.0**12
+    model, x, y = _setup(seed=7)
+    inner = torch.optim.SGD(model.parameters(), lr=0.5, momentum=0.9, weight_decay=5e-4)
+    constrained = ConstrainedELR(inner, model, target_elr=0.02)
+    scaler = torch.amp.GradScaler("cpu", init_scale=scale)
+    monitor = ELRMonitor(model, constrained, sync_every=2, scaler=scaler,
+                         names=_with_head(model))
+    params = dict(model.named_parameters())
+    skip_at = 2
+    hand: list[dict[str, torch.Tensor]] = []
+    oracle = _Oracle(model, monitor.names)
+    for step in range(4):
+        constrained.zero_grad()
+        loss = F.cross_entropy(model(x), y)
+        scaler.scale(loss).backward()
+        if step == 0:                                   # not unscaled yet: refused
+            with pytest.raises(RuntimeError, match=re.escape(UNSCALE_MESSAGE)):
+                monitor.before_step(loss)
+        if step == skip_at:
+            model.stage1.block0.conv1.weight.grad[0, 0, 0, 0] = float("inf")
+        now = scaler.get_scale()                        # halved after the skipped step
+        hand.append({n: params[n].grad.detach().clone() / now for n in monitor.names})
+        scaler.unscale_(constrained if unscale == "wrapper" else inner)
+        oracle.before(step)
+        with monitor.step(loss):                        # no raise: unscaled is unscaled
+            scaler.step(constrained)
+        scaler.update()
+        oracle.after()
+    monitor.close()
+    got, want = monitor.to_dataframe(), oracle.frame()
+    assert got.groupby("step")["skipped"].all().tolist() == [False, False, True, False]
+    assert constrained.step_count == 3
+    ok = (got["step"] != skip_at).to_numpy()
+    _check(got[ok].reset_index(drop=True), want[ok].reset_index(drop=True))
+    # p.grad the monitor read is the scaled gradient divided by the scale by hand
+    for step in (0, 1, 3):
+        rows = got[got["step"] == step]
+        for name, norm in zip(rows["layer"], rows["grad_norm"], strict=True):
+            ref = torch.linalg.vector_norm(hand[step][name].double()).item()
+            assert norm == pytest.approx(ref, rel=1e-12), (step, name)
+    chord = 2 * math.sin(math.atan(0.02) / 2)          # a fixed-norm turn by arctan(0.02)
+    turned = ok & (got["layer"] != HEAD).to_numpy()    # the head takes the inner step
+    np.testing.assert_allclose(got[turned]["update_elr"], chord, rtol=1e-5)
+    assert (got[~ok]["update_elr"] == 0).all()
+    assert scaler.get_scale() == scale / 2              # the scaler did skip one step
 
 
 def test_version_1_state_dict_is_converted() -> None:
@@ -443,7 +524,7 @@ def test_eval_mode_batchnorm_layers_are_not_monitored() -> None:
         with monitor.step(loss):
             opt.step()
         oracle.after()
-    _check(monitor.to_dataframe(), oracle.frame())
+    _check(monitor.to_dataframe(), oracle.frame(), strict_cos=False)  # names asserted above
 
 
 def test_hookless_optimizer_like_object_reads_lr_at_before_step() -> None:
@@ -460,7 +541,7 @@ def test_hookless_optimizer_like_object_reads_lr_at_before_step() -> None:
 
     model, x, y = _setup(seed=6)
     opt = ManualSGD(model.parameters(), lr=0.07)
-    monitor = ELRMonitor(model, opt)
+    monitor = ELRMonitor(model, opt, names=_with_head(model))
     oracle = _Oracle(model, monitor.names)
     for step in range(2):
         model.zero_grad(set_to_none=True)
