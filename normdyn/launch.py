@@ -6,8 +6,9 @@ independent, so they can be trained anywhere before the figures are measured:
 
 ``inprocess``  nothing is launched ahead; ``measure`` trains each run when it needs it.
 ``local``      ``jobs`` worker processes (``concurrent.futures`` with ``spawn``).
-``submitit``   one submitit job per run: a Slurm job on a cluster, a local process where
-               there is no Slurm (``submitit.AutoExecutor``), at most ``jobs`` at a time.
+``submitit``   ``submitit.AutoExecutor``: on a Slurm cluster one job per run (a job array,
+               at most ``jobs`` running); where there is no Slurm, its local executor
+               with ``jobs`` jobs, each training its share of the runs.
 
 Every launcher writes the same per-run cache (``<out>/cache/runs/<arch>-<hash>``) with
 one torch thread per run on the CPU, so the figure tables measured afterwards are
@@ -218,18 +219,31 @@ def _launch_submitit(todo: Sequence[PlannedRun], cache_dir: Path, root: str, job
         raise ValueError("launcher 'submitit' needs the optional extra: "
                          "pip install 'normdyn[launch]'") from exc
     executor = submitit.AutoExecutor(folder=str(cache_dir / "submitit" / "%j"))
-    hours = max(estimate_seconds(r.config, "cpu") for r in todo) / 3600
+    costs = [estimate_seconds(r.config, "cpu") for r in todo]
+    hours = max(max(costs), sum(costs) / jobs) / 3600  # a local job trains its share
     executor.update_parameters(timeout_min=int(min(72 * 60, max(60, math.ceil(hours * 120)))),
                                cpus_per_task=1, slurm_array_parallelism=jobs)
     out: dict[str, str] = {}
-    # The local executor starts every job at once: submit in waves of ``jobs``.
-    wave = len(todo) if executor.cluster == "slurm" else jobs
-    for start in range(0, len(todo), wave):
-        chunk = todo[start:start + wave]
-        submitted = executor.map_array(_train_one, [root] * len(chunk),
-                                       [str(cache_dir)] * len(chunk),
-                                       [r.config for r in chunk])
-        for run, job in zip(chunk, submitted, strict=True):
+    if executor.cluster == "slurm":  # one Slurm job per run, at most ``jobs`` at a time
+        submitted = executor.map_array(_train_one, [root] * len(todo),
+                                       [str(cache_dir)] * len(todo), [r.config for r in todo])
+        for run, job in zip(todo, submitted, strict=True):
             out[run.key] = job.result()
             tick(1)
+        return out
+    # The local executor starts every job at once, each a fresh process: ``jobs`` jobs,
+    # each training its share of the runs (dealt longest first, round robin).
+    chunks = [list(todo[i::jobs]) for i in range(min(jobs, len(todo)))]
+    submitted = executor.map_array(_train_many, [root] * len(chunks),
+                                   [str(cache_dir)] * len(chunks),
+                                   [[r.config for r in c] for c in chunks])
+    for chunk, job in zip(chunks, submitted, strict=True):
+        for run, status in zip(chunk, job.result(), strict=True):
+            out[run.key] = status
+        tick(len(chunk))
     return out
+
+
+def _train_many(root: str, cache_dir: str, configs: Sequence[dict[str, Any]]) -> list[str]:
+    """Worker: train several planned runs one after the other; their statuses."""
+    return [_train_one(root, cache_dir, c) for c in configs]
