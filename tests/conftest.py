@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 
 import matplotlib
+import pytest
 from hypothesis import HealthCheck, settings
 
 matplotlib.use("Agg")
@@ -31,3 +32,18 @@ settings.register_profile(
 )
 settings.register_profile("dev", max_examples=20, deadline=None)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+
+@pytest.fixture
+def one_torch_thread():
+    """Tiny models: one intra-op thread avoids OpenMP spin contention on busy machines.
+
+    Use with ``pytestmark = pytest.mark.usefixtures("one_torch_thread")``; the thread
+    count is restored afterwards.
+    """
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -20,12 +20,7 @@ from normdyn.integrations.huggingface import ELRTrainerCallback  # noqa: E402
 BATCHES, ACCUMULATE = 8, 2
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 class _Data(torch.utils.data.Dataset):

@@ -1,15 +1,12 @@
 """One torch thread for the optimizer tests: their tensors are tiny, and extra threads on
-a shared 2-core machine only add contention (restored afterwards)."""
+a shared 2-core machine only add contention (the shared ``one_torch_thread`` fixture of
+``tests/conftest.py``, restored afterwards)."""
 
 from __future__ import annotations
 
 import pytest
-import torch
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
+@pytest.fixture(autouse=True)
+def _one_torch_thread(one_torch_thread):
     yield
-    torch.set_num_threads(before)

@@ -39,13 +39,7 @@ INVARIANT_RTOL = 1e-3   # BN/LN eps makes invariance approximate
 BROKEN_RTOL = 1e-2      # a non-invariant weight must change the output by more than this
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models: one intra-op thread avoids OpenMP spin contention on busy machines."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _output_change(model: nn.Module, x: torch.Tensor, param_name: str) -> float:

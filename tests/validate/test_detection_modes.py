@@ -21,13 +21,7 @@ from torch import nn  # noqa: E402
 
 from normdyn.validate.detection import analyze_scale_invariance, find_scale_invariant  # noqa: E402
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _detected(model: nn.Module, x: torch.Tensor | None = None) -> set[str]:

@@ -23,29 +23,17 @@ from torch import nn  # noqa: E402
 
 from normdyn._checks import NonFiniteError  # noqa: E402
 from normdyn.validate.detection import find_scale_invariant  # noqa: E402
-from normdyn.validate.models import TINY_CONFIGS, build_model, example_input  # noqa: E402
 from normdyn.validate.monitor import MONITOR_COLUMNS, ELRMonitor  # noqa: E402
+from tests.validate._nets import tiny_resnet_batch  # noqa: E402
 
 RTOL = 1e-9      # float64-accumulated norms of float32 tensors against float64 in the test
 COS_ATOL = 1e-7  # products rounded in float32: |error| <= 2^-24 sum|w_i g_i| / (|w||g|)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models: one intra-op thread avoids OpenMP spin contention on busy machines."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
-def _setup(seed: int = 0, batch: int = 8):
-    torch.manual_seed(seed)
-    cfg = TINY_CONFIGS["resnet"]
-    model = build_model("resnet", **cfg)
-    x = example_input("resnet", cfg, batch_size=batch, seed=seed)
-    y = torch.randint(0, cfg["num_classes"], (batch,))
-    return model, x, y
+_setup = tiny_resnet_batch
 
 
 def _backward(model: nn.Module, x: torch.Tensor, y: torch.Tensor,

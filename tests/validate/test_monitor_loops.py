@@ -21,26 +21,26 @@ import torch.nn.functional as F  # noqa: E402
 from torch import nn  # noqa: E402
 
 from normdyn._checks import NonFiniteError  # noqa: E402
-from normdyn.validate.models import TINY_CONFIGS, build_model, example_input  # noqa: E402
 from normdyn.validate.monitor import ELRMonitor  # noqa: E402
+from tests.validate._nets import tiny_resnet_batch  # noqa: E402
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+_setup = tiny_resnet_batch
 
 
-def _setup(seed: int = 0, batch: int = 8):
-    torch.manual_seed(seed)
-    cfg = TINY_CONFIGS["resnet"]
-    model = build_model("resnet", **cfg)
-    x = example_input("resnet", cfg, batch_size=batch, seed=seed)
-    y = torch.randint(0, cfg["num_classes"], (batch,))
-    return model, x, y
 
+def _train_watched(model, opt, monitor, oracle, x, y, steps: int) -> None:
+    """Plain steps, the oracle's snapshots around each monitored ``opt.step()``."""
+    for step in range(steps):
+        model.zero_grad(set_to_none=True)
+        loss = F.cross_entropy(model(x), y)
+        loss.backward()
+        oracle.before(step)
+        with monitor.step(loss):
+            opt.step()
+        oracle.after()
 
 class _Oracle:
     """Brute-force rows: call ``before()`` after backward, ``after()`` after the step."""
@@ -155,14 +155,7 @@ def test_lr_of_a_wrapper_optimizer_is_read_from_its_inner_optimizer() -> None:
     opt = Wrapper(torch.optim.SGD(model.parameters(), lr=0.2))
     monitor = ELRMonitor(model, opt)
     oracle = _Oracle(model, monitor.names)
-    for step in range(2):
-        model.zero_grad(set_to_none=True)
-        loss = F.cross_entropy(model(x), y)
-        loss.backward()
-        oracle.before(step)
-        with monitor.step(loss):
-            opt.step()
-        oracle.after()
+    _train_watched(model, opt, monitor, oracle, x, y, 2)
     got = monitor.to_dataframe()
     np.testing.assert_allclose(got["lr"], oracle.frame()["sgd_lr"], rtol=1e-5)
     np.testing.assert_allclose(got["lr"], 0.05)
@@ -330,14 +323,7 @@ def test_frozen_and_unoptimized_parameters_are_skipped_with_a_note() -> None:
     assert monitor.skipped_params == ["stem.conv.weight", "stage1.block0.conv1.weight"]
     assert "stem.conv.weight" not in monitor.names and len(monitor.names) == 8
     oracle = _Oracle(model, monitor.names)
-    for step in range(3):
-        model.zero_grad(set_to_none=True)
-        loss = F.cross_entropy(model(x), y)
-        loss.backward()
-        oracle.before(step)
-        with monitor.step(loss):
-            opt.step()
-        oracle.after()
+    _train_watched(model, opt, monitor, oracle, x, y, 3)
     _check(monitor.to_dataframe(), oracle.frame())
 
     frozen = nn.Sequential(nn.Linear(3, 4, bias=False), nn.BatchNorm1d(4))
@@ -361,14 +347,7 @@ def test_torch_compile_model_matches_brute_force() -> None:
     assert monitor.names and all(n.startswith("_orig_mod.") for n in monitor.names)
     assert monitor.names == ["_orig_mod." + n for n in ELRMonitor(model, opt).names]
     oracle = _Oracle(compiled, monitor.names)
-    for step in range(3):
-        opt.zero_grad(set_to_none=True)
-        loss = F.cross_entropy(compiled(x), y)
-        loss.backward()
-        oracle.before(step)
-        with monitor.step(loss):
-            opt.step()
-        oracle.after()
+    _train_watched(compiled, opt, monitor, oracle, x, y, 3)
     got = monitor.to_dataframe()
     _check(got, oracle.frame(), strict_cos=False)       # names are prefixed _orig_mod.
     np.testing.assert_allclose(got["lr"], 0.1)
@@ -407,14 +386,7 @@ def test_constrained_elr_wrapper_is_accepted_and_matches_brute_force() -> None:
     constrained = ConstrainedELR(inner, model, target_elr=0.02)
     monitor = ELRMonitor(model, constrained, sync_every=2, names=_with_head(model))
     oracle = _Oracle(model, monitor.names)
-    for step in range(3):
-        constrained.zero_grad()
-        loss = F.cross_entropy(model(x), y)
-        loss.backward()
-        oracle.before(step)
-        with monitor.step(loss):
-            constrained.step()
-        oracle.after()
+    _train_watched(model, constrained, monitor, oracle, x, y, 3)
     got = monitor.to_dataframe()
     _check(got, oracle.frame())
     np.testing.assert_allclose(got["lr"], 0.5)
@@ -516,14 +488,7 @@ def test_eval_mode_batchnorm_layers_are_not_monitored() -> None:
     monitor = ELRMonitor(model, opt, sync_every=2)
     assert monitor.names == [n for n in all_names if n != "stem.conv.weight"]
     oracle = _Oracle(model, monitor.names)
-    for step in range(2):
-        opt.zero_grad()
-        loss = F.cross_entropy(model(x), y)
-        loss.backward()
-        oracle.before(step)
-        with monitor.step(loss):
-            opt.step()
-        oracle.after()
+    _train_watched(model, opt, monitor, oracle, x, y, 2)
     _check(monitor.to_dataframe(), oracle.frame(), strict_cos=False)  # names asserted above
 
 
@@ -543,14 +508,7 @@ def test_hookless_optimizer_like_object_reads_lr_at_before_step() -> None:
     opt = ManualSGD(model.parameters(), lr=0.07)
     monitor = ELRMonitor(model, opt, names=_with_head(model))
     oracle = _Oracle(model, monitor.names)
-    for step in range(2):
-        model.zero_grad(set_to_none=True)
-        loss = F.cross_entropy(model(x), y)
-        loss.backward()
-        oracle.before(step)
-        with monitor.step(loss):
-            opt.step()
-        oracle.after()
+    _train_watched(model, opt, monitor, oracle, x, y, 2)
     got = monitor.to_dataframe()
     _check(got, oracle.frame())
     np.testing.assert_allclose(got["lr"], oracle.frame()["sgd_lr"], rtol=1e-5)
