@@ -29,7 +29,7 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -168,7 +168,7 @@ def paired_across_seeds(treatment: Sequence[float], control: Sequence[float],
     if t.shape != c.shape:
         raise ValueError(f"treatment and control must pair up, got {t.shape} and {c.shape}")
     est = across_seeds(t - c, statistic, reference=0.0, n_units=n_units)
-    return Estimate(**{**asdict(est), "effect_name": "d_z (paired)"})
+    return replace(est, effect_name="d_z (paired)")
 
 
 def stratified_bootstrap(

@@ -34,6 +34,7 @@ __all__ = [
     "LAUNCHERS",
     "PlannedRun",
     "run_key",
+    "run_complete",
     "collect_plan",
     "estimate_seconds",
     "plan_frame",
@@ -132,14 +133,15 @@ def plan_frame(runs: Sequence[PlannedRun], cache_dir: str | Path | None = None):
             "depth": c.get("depth"), "width": c.get("width"), "shortcuts": c.get("shortcuts"),
             "data": c.get("data"), "steps": c.get("steps"), "batch_size": c.get("batch_size"),
             "lr": c.get("lr"), "seed": c.get("seed"), "key": run.key,
-            "cached": cache_dir is not None and _is_complete(Path(cache_dir), run.key),
+            "cached": cache_dir is not None and run_complete(Path(cache_dir) / "runs" / run.key),
             "gpu_seconds": estimate_seconds(c, "gpu"), "cpu_seconds": estimate_seconds(c, "cpu"),
         })
     return pd.DataFrame(rows)
 
 
-def _is_complete(cache_dir: Path, key: str) -> bool:
-    meta = cache_dir / "runs" / key / "config.json"
+def run_complete(run_dir: str | Path) -> bool:
+    """Whether the run in ``run_dir`` finished (``completed`` or ``diverged``)."""
+    meta = Path(run_dir) / "config.json"
     if not meta.is_file():
         return False
     try:
@@ -177,7 +179,7 @@ def launch(runs: Sequence[PlannedRun], cache_dir: str | Path, root: str | Path, 
         raise ValueError(f"jobs must be an integer >= 1, got {jobs!r}")
     cache_dir = Path(cache_dir)
     # Longest first, so that the workers stay busy until the end.
-    todo = sorted((r for r in runs if not _is_complete(cache_dir, r.key)),
+    todo = sorted((r for r in runs if not run_complete(cache_dir / "runs" / r.key)),
                   key=lambda r: -estimate_seconds(r.config, "cpu"))
     if launcher == "inprocess" or not todo:
         return {}

@@ -317,6 +317,7 @@ def train_run(
     is ``"diverged"`` and the tables hold the steps recorded before it.
     """
     from normdyn._checks import NonFiniteError
+    from normdyn.launch import run_complete
     from normdyn.validate.runs import RunConfig, load_run, run_training
 
     cfg = RunConfig(**config)
@@ -329,11 +330,7 @@ def train_run(
         if refresh and out.exists():
             shutil.rmtree(out)
     try:
-        meta_path = out / "config.json"
-        done = (meta_path.is_file()
-                and json.loads(meta_path.read_text(encoding="utf-8")).get("status")
-                in ("completed", "diverged"))
-        if not done:
+        if not run_complete(out):
             try:
                 run_training(cfg, out, progress=False)
             except NonFiniteError:
