@@ -70,6 +70,7 @@ from normdyn.thresholds import (
     WD_CONFIRM,
     WD_REFUTE,
 )
+from normdyn.verdicts import _spread_by_step
 
 __all__ = [
     "real_ratio_convergence",
@@ -110,10 +111,9 @@ def _exp(est: Estimate, statistic: str) -> Estimate:
 
 
 def _log_spread(df: pd.DataFrame, value: str, keys: Sequence[str]) -> pd.DataFrame:
-    """log(max/min ``value`` over layers) per (keys..., step)."""
-    ok = df[(df[value] > 0) & np.isfinite(df[value])]
-    g = ok.groupby([*keys, "step"])[value]
-    return np.log(g.max() / g.min()).rename("log_spread").reset_index()
+    """log(max/min ``value`` over layers) per (keys..., step), finite rows only."""
+    spread = _spread_by_step(df[np.isfinite(df[value])], value, keys)
+    return spread.assign(log_spread=np.log(spread.pop("spread")))
 
 
 # ----------------------------------------------------------------------------- fig03
