@@ -159,7 +159,7 @@ def load_tables(
                                                           if profile else "")
             continue
         try:
-            tables[fig] = pd.read_csv(path)
+            tables[fig] = pd.read_csv(path, low_memory=False)  # layer: names and indices
         except (OSError, ValueError, pd.errors.ParserError) as exc:
             notes[fig] = f"{fig}: unreadable CSV {path.name}: {exc}"
     return tables, notes, profile
