@@ -89,17 +89,31 @@ def _adam(group: dict, state: dict, w: Tensor, g: Tensor, decoupled: bool) -> Te
     return d + wd * w if wd != 0 and decoupled else d
 
 
+def _cast_state(state: dict, like: Tensor, dtype: torch.dtype) -> dict:
+    """``state`` with its per-element tensors (buffers shaped like the weight) in ``dtype``."""
+    return {k: v.to(dtype) if isinstance(v, Tensor) and v.shape == like.shape else v
+            for k, v in state.items()}
+
+
 def unit_steps(optimizer: torch.optim.Optimizer, params: Sequence[Tensor],
-               groups: Sequence[int], grads: Sequence[Tensor]) -> list[Tensor]:
+               groups: Sequence[int], grads: Sequence[Tensor],
+               dtype: torch.dtype | None = None) -> list[Tensor]:
     """The per-unit-lr step :math:`d` of each of ``params`` (in group ``groups[i]``).
 
-    ``grads`` are the (unscaled) gradients; nothing is written to the optimizer.
+    ``grads`` are the (unscaled) gradients; nothing is written to the optimizer.  With
+    ``dtype`` (e.g. ``torch.float64``) the rule is evaluated in that dtype: weights,
+    gradients and state buffers are cast first, so no term of :math:`d` (a gradient far
+    below :math:`\lambda w`, a square :math:`g^2` beyond the float32 range) is rounded
+    away or overflows in the parameters' dtype.
     """
     kind = type(optimizer)
     out = []
     with torch.no_grad():
         for p, g_index, grad in zip(params, groups, grads, strict=True):
             group, state, w = optimizer.param_groups[g_index], optimizer.state.get(p, {}), p.detach()
+            if dtype is not None:
+                state = _cast_state(state, w, dtype)
+                w, grad = w.to(dtype), grad.to(dtype)
             if kind is torch.optim.SGD:
                 out.append(_sgd(group, state, w, grad))
             else:

@@ -81,6 +81,7 @@ to about :math:`\varepsilon/E` (0.3 % measured for bfloat16 at :math:`E = 0.05`)
 
 from __future__ import annotations
 
+import math
 import weakref
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
@@ -100,6 +101,7 @@ from normdyn.optim._params import (
     stack_to_host,
     unwrap_compiled,
 )
+from normdyn.optim._steps import SUPPORTED, unit_steps
 from normdyn.theory.numeric import momentum_equilibrium_rotation
 
 __all__ = ["ConstrainedELR"]
@@ -109,11 +111,7 @@ _OWNER = "ConstrainedELR"
 # The inner optimizers of live ConstrainedELR wrappers (weak: they go with the wrapper).
 # CriticalLRWarmup refuses them: see normdyn.optim.warmup.refuse_constrained.
 WRAPPED: weakref.WeakSet[torch.optim.Optimizer] = weakref.WeakSet()
-_RESOLVED = 16.0  # |tau| <= 16 eps |w| is not resolved by w_inner - w: treated as tau = 0
-
-
-def _work_dtype(t: Tensor) -> torch.dtype:
-    return torch.promote_types(t.dtype, torch.float32)
+_RESOLVED = 16.0  # |tau| <= 16 eps |u| is rounding noise of the projection: tau = 0
 
 
 def _lr(group: dict) -> float:
@@ -264,6 +262,68 @@ class ConstrainedELR(torch.optim.Optimizer):
             raise NonFiniteStep(nonfinite_message(
                 _OWNER, f" at step {self.step_count}", "gradient", names, len(params)))
 
+    def _proposals(self, grads: list[Tensor]) -> tuple[list[Tensor], list[float]]:
+        """The inner optimizer's coming update direction of each tracked tensor, in float64,
+        and the factor by which the update is that direction (``lr``, 0 for a zero lr).
+
+        The step rule of :mod:`normdyn.optim._steps`: :math:`\Delta = -\eta d`, so the
+        direction is :math:`-d` (:math:`+d` for a negative lr)."""
+        steps = unit_steps(self.optimizer, self._tracked.params, self._tracked.groups, grads,
+                           dtype=torch.float64)
+        lrs = [_lr(self.optimizer.param_groups[g]) for g in self._tracked.groups]
+        return ([d.neg_() if lr > 0 else d for d, lr in zip(steps, lrs, strict=True)],
+                [abs(lr) for lr in lrs])
+
+    def _rotate(self, weights: list[Tensor], proposals: list[Tensor], factors: list[float],
+                targets: np.ndarray) -> tuple[list[Tensor], list[Tensor]]:
+        """The turned weights (in each weight's dtype) and :attr:`last_scales`.
+
+        Raises :class:`NonFiniteStep` (one line, naming the step and the layers) for a
+        non-finite weight or proposal, having written nothing.  Each tensor is scaled by a
+        power of two (exact) to a largest entry in [1, 2) and the rest is float64 work, so
+        finite values of any size turn by :math:`\arctan E` with the norm held.
+        """
+        peaks = stack_to_host([t.abs().amax().to(torch.float64) if t.numel() else
+                               t.new_zeros((), dtype=torch.float64)
+                               for t in (*weights, *proposals)])
+        n = len(weights)
+        where = f" at step {self.step_count}"
+        for kind, values in (("weight", peaks[:n]), ("update", peaks[n:])):
+            bad = np.flatnonzero(~np.isfinite(values))
+            if bad.size:
+                raise NonFiniteStep(nonfinite_message(
+                    _OWNER, where, kind, [self._tracked.names[i] for i in bad], n))
+        eps = torch.finfo(torch.float64).eps
+        out, scales = [], []
+        for w, u, factor, target, w_peak, u_peak in zip(
+                weights, proposals, factors, targets, peaks[:n], peaks[n:], strict=True):
+            w_exp, u_exp = math.frexp(float(w_peak))[1], math.frexp(float(u_peak))[1]
+            w_hat = torch.ldexp(w.to(torch.float64), torch.tensor(-w_exp, dtype=torch.float64))
+            u_hat = torch.ldexp(u.to(torch.float64), torch.tensor(-u_exp, dtype=torch.float64))
+            ww = torch.sum(w_hat * w_hat)
+            safe_ww = torch.where(ww > 0, ww, 1.0)
+            # tau = u - (<u, w>/|w|^2) w, projected twice so that it is orthogonal to w to
+            # rounding of |tau| (once leaves a radial residue of about eps |u|)
+            tau = u_hat - (torch.sum(u_hat * w_hat) / safe_ww) * w_hat
+            first = torch.linalg.vector_norm(tau)
+            tau -= (torch.sum(tau * w_hat) / safe_ww) * w_hat
+            tau_norm = torch.linalg.vector_norm(tau)
+            # a tangential part at the rounding level of u is noise: count it as zero
+            moving = ((first > _RESOLVED * eps * torch.linalg.vector_norm(u_hat))
+                      & (ww > 0) & (factor > 0))
+            w_norm = ww.sqrt()
+            safe_tau = torch.where(moving, tau_norm, 1.0)
+            # w+ = (w + E |w| tau/|tau|) / sqrt(1 + E^2); no direction leaves w unchanged
+            cos = 1.0 / math.sqrt(1.0 + float(target) ** 2)
+            turned = (w_hat + (float(target) * w_norm / safe_tau) * tau) * cos
+            turned = torch.ldexp(turned, torch.tensor(w_exp, dtype=torch.float64))
+            out.append(torch.where(moving, turned.to(w.dtype), w))
+            # the factor applied to the tangential part of the proposed update lr * u
+            scale = (float(target) * cos * math.ldexp(1.0, w_exp - u_exp)) * w_norm / (
+                max(factor, np.finfo(np.float64).tiny) * safe_tau)
+            scales.append(torch.where(moving, scale, 0.0))
+        return out, scales
+
     @torch.no_grad()
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
         """``closure()`` if given, the inner ``optimizer.step()``, then turn every tracked
@@ -272,31 +332,26 @@ class ConstrainedELR(torch.optim.Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
-        require_grads(self._tracked, _OWNER)
+        grads = require_grads(self._tracked, _OWNER)
         self._check_finite_grads()
         targets = self.layer_targets()
         params = [p.detach() for p in self._tracked.params]
-        before = [p.clone() for p in params]
-        self.optimizer.step()
-        # the rotation is computed in float32 at least (float64 stays float64)
-        delta = [d.to(_work_dtype(d)) for d in torch._foreach_sub(params, before)]
-        before = [w.to(_work_dtype(w)) for w in before]
-        # tau = delta - (<delta, w>/|w|^2) w
-        radial = [torch.sum(d * w) / torch.sum(w * w) for d, w in zip(delta, before,
-                                                                       strict=True)]
-        tangent = [d - r * w for d, r, w in zip(delta, radial, before, strict=True)]
-        tangent_norms = torch._foreach_norm(tangent)
-        weight_norms = torch._foreach_norm(before)
-        scales, out = [], []
-        for t, tau, tn, wn, w in zip(targets, tangent, tangent_norms, weight_norms, before,
-                                     strict=True):
-            # below the rounding level of w - w_inner the direction is noise: count it as 0
-            moving = tn > _RESOLVED * torch.finfo(w.dtype).eps * wn
-            # w+ = (w + E |w| tau/|tau|) / sqrt(1 + E^2); tau = 0 leaves w unchanged
-            cos = 1.0 / float(np.sqrt(1.0 + t * t))
-            scale = torch.where(moving, float(t) * wn / torch.where(moving, tn, 1), 0)
-            out.append(torch.where(moving, (w + scale * tau) * cos, w))
-            scales.append(scale * cos)
+        if type(self.optimizer) in SUPPORTED:
+            # direction from the step rule, turned before the inner step writes anything
+            proposals, factors = self._proposals(grads)
+            out, scales = self._rotate(params, proposals, factors, targets)
+            del proposals
+            self.optimizer.step()
+        else:
+            before = [p.clone() for p in params]
+            self.optimizer.step()
+            proposals = [a.to(torch.float64) - b.to(torch.float64)
+                         for a, b in zip(params, before, strict=True)]
+            try:
+                out, scales = self._rotate(before, proposals, [1.0] * len(params), targets)
+            except NonFiniteStep:
+                torch._foreach_copy_(params, before)  # the tracked weights as they were
+                raise
         torch._foreach_copy_(params, out)
         self.last_scales = scales
         self.step_count += 1
