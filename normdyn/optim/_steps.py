@@ -98,7 +98,7 @@ def _cast_state(state: dict, like: Tensor, dtype: torch.dtype) -> dict:
 def unit_steps(optimizer: torch.optim.Optimizer, params: Sequence[Tensor],
                groups: Sequence[int], grads: Sequence[Tensor],
                dtype: torch.dtype | None = None) -> list[Tensor]:
-    """The per-unit-lr step :math:`d` of each of ``params`` (in group ``groups[i]``).
+    r"""The per-unit-lr step :math:`d` of each of ``params`` (in group ``groups[i]``).
 
     ``grads`` are the (unscaled) gradients; nothing is written to the optimizer.  With
     ``dtype`` (e.g. ``torch.float64``) the rule is evaluated in that dtype: weights,

@@ -263,7 +263,7 @@ class ConstrainedELR(torch.optim.Optimizer):
                 _OWNER, f" at step {self.step_count}", "gradient", names, len(params)))
 
     def _proposals(self, grads: list[Tensor]) -> tuple[list[Tensor], list[float]]:
-        """The inner optimizer's coming update direction of each tracked tensor, in float64,
+        r"""The inner optimizer's coming update direction of each tracked tensor, in float64,
         and the factor by which the update is that direction (``lr``, 0 for a zero lr).
 
         The step rule of :mod:`normdyn.optim._steps`: :math:`\Delta = -\eta d`, so the
@@ -271,16 +271,16 @@ class ConstrainedELR(torch.optim.Optimizer):
         steps = unit_steps(self.optimizer, self._tracked.params, self._tracked.groups, grads,
                            dtype=torch.float64)
         lrs = [_lr(self.optimizer.param_groups[g]) for g in self._tracked.groups]
-        return ([d.neg_() if lr > 0 else d for d, lr in zip(steps, lrs, strict=True)],
+        return ([-d if lr > 0 else d for d, lr in zip(steps, lrs, strict=True)],
                 [abs(lr) for lr in lrs])
 
     def _rotate(self, weights: list[Tensor], proposals: list[Tensor], factors: list[float],
                 targets: np.ndarray) -> tuple[list[Tensor], list[Tensor]]:
-        """The turned weights (in each weight's dtype) and :attr:`last_scales`.
+        r"""The turned weights (in each weight's dtype) and :attr:`last_scales`.
 
         Raises :class:`NonFiniteStep` (one line, naming the step and the layers) for a
         non-finite weight or proposal, having written nothing.  Each tensor is scaled by a
-        power of two (exact) to a largest entry in [1, 2) and the rest is float64 work, so
+        power of two (exact) to a largest entry in [1/2, 1) and the rest is float64 work, so
         finite values of any size turn by :math:`\arctan E` with the norm held.
         """
         peaks = stack_to_host([t.abs().amax().to(torch.float64) if t.numel() else
