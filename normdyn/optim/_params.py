@@ -211,9 +211,9 @@ def norms(tracked: Tracked, vectors: Sequence[Tensor], owner: str, kind: str,
           where: str = "") -> tuple[np.ndarray, np.ndarray]:
     """``(vector_norms, weight_norms)`` of the tracked tensors as float64 host arrays.
 
-    Norms accumulate in float64.  Raises :class:`FloatingPointError` (one line) for
-    non-finite ``vectors`` (called ``kind`` in the message) or weights, or a zero weight
-    norm (its ELR is undefined).
+    Norms accumulate in float64.  Raises (one line) :class:`FloatingPointError` for
+    non-finite weights (checked first) or a zero weight norm (its ELR is undefined), and
+    :class:`NonFiniteStep` for non-finite ``vectors`` (called ``kind`` in the message).
     """
     with torch.no_grad():
         vector_norms = torch._foreach_norm(list(vectors), 2, dtype=torch.float64)
@@ -221,8 +221,10 @@ def norms(tracked: Tracked, vectors: Sequence[Tensor], owner: str, kind: str,
                                            dtype=torch.float64)
     host = stack_to_host([*vector_norms, *weight_norms])
     v, w = host[: len(tracked)], host[len(tracked):]
-    for what, values, error in ((f"{kind} norm", v, NonFiniteStep),
-                                ("weight norm", w, FloatingPointError)):
+    # weights first: non-finite weights always raise, even where a non-finite step is
+    # taken for one a GradScaler skips
+    for what, values, error in (("weight norm", w, FloatingPointError),
+                                (f"{kind} norm", v, NonFiniteStep)):
         bad = np.flatnonzero(~np.isfinite(values))
         if bad.size:
             raise error(nonfinite_message(

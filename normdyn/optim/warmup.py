@@ -40,8 +40,24 @@ one step-direction computation per step; ``guard=False`` is the cheaper opt-out.
 if you have not, ``warmup.step()`` calls ``scaler.unscale_(optimizer)`` itself, so the
 gradients it reads, and that ``scaler.step(optimizer)`` then uses, are unscaled.  A step
 whose gradients are not finite is one the scaler skips: the warm-up leaves the lrs alone
-and records it (:attr:`CriticalLRWarmup.last_skipped`, :attr:`skipped_steps`).  Without
-``scaler=``, non-finite gradients raise a one-line :class:`FloatingPointError`.
+and records it (:attr:`CriticalLRWarmup.last_skipped`, :attr:`skipped_steps`).
+
+Without ``scaler=`` a step with non-finite gradients is handled the same way, as
+:class:`~normdyn.validate.monitor.ELRMonitor` does for a skipped step (its non-finite
+gradients do not raise): the lrs are left alone and the step is counted in
+:attr:`skipped_steps`, and the first such step of the warm-up warns, in one
+:class:`UserWarning` line that names ``scaler=``::
+
+    CriticalLRWarmup.step() at step 0: parameter 'conv1.weight' has a non-finite gradient
+    norm; taken for a step a GradScaler skips (lrs left alone, counted in skipped_steps);
+    in an AMP loop pass scaler= so that the gradients are read unscaled
+
+(on one line).  An AMP user needs ``scaler=`` anyway: without it the warm-up reads the
+*scaled* gradients of the finite steps, and :math:`\eta^*` is too small by the loss
+scale.  Where no scaler skips the step, the optimizer writes the non-finite values into
+the weights, and the next :meth:`~CriticalLRWarmup.step` raises a one-line
+:class:`FloatingPointError` naming the step and the layers (non-finite weight norm);
+non-finite weights always raise.
 
 **Not with ConstrainedELR.**  A :class:`~normdyn.optim.ConstrainedELR`, or the
 optimizer it wraps, raises a one-line :class:`TypeError` (at construction, or at the
@@ -92,6 +108,7 @@ on the lowered lr.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -197,7 +214,8 @@ class CriticalLRWarmup:
     last_lrs:
         The lrs set for the coming ``optimizer.step()``, one per group.
     last_skipped:
-        Whether the last :meth:`step` saw non-finite (scaler-skipped) gradients.
+        Whether the last :meth:`step` saw non-finite (scaler-skipped) gradients; it left
+        the lrs alone (with or without ``scaler=``, see the module docstring).
     skipped_steps:
         How many steps were skipped that way.
     skipped:
@@ -242,6 +260,7 @@ class CriticalLRWarmup:
         self.scaler = scaler
         self.last_skipped = False
         self.skipped_steps = 0
+        self._warned_unscaled = False
         n = len(optimizer.param_groups)
         self._targets = [self._check_target(g, _get_lr(group))
                          for g, group in enumerate(optimizer.param_groups)]
@@ -290,7 +309,7 @@ class CriticalLRWarmup:
                                              f" at step {self.step_count - 1}")
         except NonFiniteStep:
             if not self._scaling():
-                raise
+                self._warn_unscaled()
             # the scaler skips this step (inf/nan gradients): leave every lr alone
             self.last_skipped = True
             self.skipped_steps += 1
@@ -388,6 +407,24 @@ class CriticalLRWarmup:
         )
 
     # ------------------------------------------------------------------ internals
+
+    def _warn_unscaled(self) -> None:
+        """One warning line, at the first non-finite step without ``scaler=``."""
+        if self._warned_unscaled:
+            return
+        self._warned_unscaled = True
+        steps = unit_steps(self.optimizer, self._tracked.params, self._tracked.groups,
+                           [p.grad for p in self._tracked.params])
+        bad = [n for n, d in zip(self._tracked.names, steps, strict=True)
+               if not bool(torch.isfinite(torch.linalg.vector_norm(d, dtype=torch.float64)))]
+        what = (f"parameter {name_list(bad, 1)} has" if len(bad) == 1 else
+                f"{len(bad)} of {len(self._tracked)} parameters have")
+        tail = "" if len(bad) == 1 else f" ({name_list(bad, 1)})"
+        warnings.warn(one_line(
+            f"{_OWNER}.step() at step {self.step_count - 1}: {what} a non-finite gradient "
+            f"norm{tail}; taken for a step a GradScaler skips (lrs left alone, counted in "
+            "skipped_steps); in an AMP loop pass scaler= so that the gradients are read "
+            "unscaled"), UserWarning, stacklevel=3)
 
     def _scaling(self) -> bool:
         return self.scaler is not None and bool(self.scaler.is_enabled())

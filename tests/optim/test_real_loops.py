@@ -8,6 +8,7 @@ from __future__ import annotations
 import copy
 import math
 import re
+import warnings
 
 import pytest
 import torch
@@ -120,7 +121,43 @@ def test_grad_scaler_skipped_step_does_not_crash_and_is_recorded():
     assert not warmup.last_skipped and warmup.skipped_steps == 1
 
 
-def test_non_finite_gradient_without_scaler_raises_one_line():
+SKIP_ADVICE = ("; taken for a step a GradScaler skips (lrs left alone, counted in "
+               "skipped_steps); in an AMP loop pass scaler= so that the gradients are read "
+               "unscaled")
+
+
+def test_grad_scaler_loop_without_scaler_argument_skips_and_warns_once_naming_scaler():
+    """A real torch.amp.GradScaler('cpu') loop where the warm-up was not given scaler=: a
+    step with inf gradients is left alone and counted, like ELRMonitor's skipped rows,
+    and the first one warns in one line naming scaler= (issue 18, point 6)."""
+    model, batches, opt, scaler = _scaled_setup()
+    warmup = CriticalLRWarmup(opt, model)  # no scaler=
+    params = dict(model.named_parameters())
+    msg = ("CriticalLRWarmup.step() at step 0: parameter 'layer2.linear.weight' has a "
+           "non-finite gradient norm" + SKIP_ADVICE)
+    for t in range(2):  # two skipped steps: one warning
+        opt.zero_grad()
+        scaler.scale(_loss(model, batches[t])).backward()
+        params[LINEARS[2]].grad[0, 0] = float("inf")
+        before = {n: p.detach().clone() for n, p in params.items()}
+        with warnings.catch_warnings(record=True) as record:
+            warnings.simplefilter("always")
+            with warmup.dampening():
+                assert opt.param_groups[0]["lr"] == 50.0  # left alone
+                scaler.step(opt)                         # the scaler skips it
+        scaler.update()
+        assert [str(r.message) for r in record] == ([msg] if t == 0 else [])
+        assert warmup.last_skipped and warmup.skipped_steps == t + 1
+        assert opt.param_groups[0]["lr"] == 50.0
+        for n, p in params.items():
+            assert torch.equal(p.detach(), before[n]), n
+    assert scaler.get_scale() == 2.0**10 / 4  # the scaler saw both infs
+    assert len(msg) <= 300
+
+
+def test_non_finite_gradient_without_scaler_warns_and_a_real_step_then_raises():
+    """No scaler at all: several layers' gradients are NaN, the warning counts them; the
+    optimizer then writes NaN weights, and the next step raises one line naming them."""
     model, batches = make_setup(DEPTH, seed=3)
     opt = torch.optim.SGD(model.parameters(), lr=1.0)
     warmup = CriticalLRWarmup(opt, model)
@@ -128,9 +165,17 @@ def test_non_finite_gradient_without_scaler_raises_one_line():
     for n in LINEARS[1:]:
         dict(model.named_parameters())[n].grad[0, 0] = float("nan")
     msg = ("CriticalLRWarmup.step() at step 0: 5 of 6 parameters have a non-finite gradient "
+           "norm ('layer1.linear.weight' and 4 more)" + SKIP_ADVICE)
+    with pytest.warns(UserWarning) as record:
+        assert warmup.step() == [1.0]
+    assert [str(r.message) for r in record] == [msg]
+    opt.step()  # nothing skips it: NaN weights
+    backward(model, batches[1])
+    # the five layers whose gradient had a NaN now have NaN weights; layer0 is finite
+    msg = ("CriticalLRWarmup.step() at step 1: 5 of 6 parameters have a non-finite weight "
            "norm: 'layer1.linear.weight', 'layer2.linear.weight', 'layer3.linear.weight' and "
            "2 more")
-    with pytest.raises(FloatingPointError, match=re.escape(msg)):
+    with pytest.raises(FloatingPointError, match=f"^{re.escape(msg)}$"):
         warmup.step()
 
 
