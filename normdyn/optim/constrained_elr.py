@@ -1,10 +1,10 @@
 r"""Constrained-ELR training: every scale-invariant layer turns by a fixed angle per step.
 
 :meth:`ConstrainedELR.step` replaces ``optimizer.step()``.  The inner optimizer proposes
-its update :math:`\Delta_\ell = w_\ell^{\mathrm{inner}} - w_\ell` for each tracked
-(scale-invariant) weight; only its part tangential to :math:`w_\ell` is kept, as a
-direction, and the weight is turned by :math:`\theta_\ell = \arctan E_\ell` in that
-direction with its norm held (THEORY.md §4, "Constrained ELR"):
+its update :math:`\Delta_\ell` for each tracked (scale-invariant) weight; only its part
+tangential to :math:`w_\ell` is kept, as a direction, and the weight is turned by
+:math:`\theta_\ell = \arctan E_\ell` in that direction with its norm held (THEORY.md §4,
+"Constrained ELR"):
 
 .. math::
 
@@ -26,15 +26,40 @@ information, so holding it loses nothing; weight decay still acts on the *direct
 through the momentum buffer.  The update ELR of a tracked layer is
 :math:`\lVert w^+ - w\rVert/\lVert w\rVert = 2\sin(\theta/2)`.
 
+**Where the direction comes from.**  For :class:`torch.optim.SGD`, ``Adam`` and ``AdamW``
+(exactly these classes) :math:`\Delta_\ell = -\eta\,d_\ell` is rebuilt from the inner
+optimizer's own step rule and its state before the step (:mod:`normdyn.optim._steps`, the
+rule the warm-up uses), evaluated in float64; the turned weights are computed before the
+inner step runs, which then updates its state and the untracked parameters.  So the
+direction does not depend on the size of :math:`\eta d` against :math:`w`: a layer
+whose inner update is :math:`10^{-12}\lVert w\rVert` (far below float32 resolution, where
+:math:`w^{\mathrm{inner}} = w`) still turns by :math:`\arctan E`.  (The rule reads the
+gradients as they are when :meth:`~ConstrainedELR.step` is called: a step pre-hook on
+the *inner* optimizer that edits them runs after the direction was taken.)  Any other
+inner optimizer is used as a black box: :math:`\Delta_\ell = w^{\mathrm{inner}}_\ell -
+w_\ell`, resolved only to about :math:`\varepsilon\lVert w\rVert/\lVert\Delta\rVert`
+in the weights' dtype; keep its inner ELR well above :math:`10^{-5}` in float32.
+
+**Scale.**  Each weight and each proposed update is divided by a power of two (exact) to
+a largest entry in :math:`[1/2, 1)`, and the projection, the norms and the rotation are
+float64 work, so any finite sizes (a classifier that has exploded to :math:`10^{10}`
+sends tracked gradients to :math:`10^{20}` and beyond) turn by :math:`\arctan E` with the
+norm held.  The projection is applied twice, so :math:`\tau` is orthogonal to :math:`w`
+to rounding of :math:`\lVert\tau\rVert`, not of :math:`\lVert\Delta\rVert`.
+
 *Zero tangential part* (:math:`\tau_\ell = 0`: no gradient signal, or an update along
-:math:`w` only, e.g. weight decay on a zero gradient): there is no direction to turn in,
-and the weight is left unchanged.  A tangential part at the rounding level of
-:math:`w^{\mathrm{inner}} - w`, :math:`\lVert\tau\rVert \le 16\varepsilon\lVert w\rVert`,
-counts as zero: its direction is rounding noise.
+:math:`w` only, e.g. weight decay on a zero gradient; or a zero lr): there is no
+direction to turn in, and the weight is left unchanged.  A tangential part at the
+rounding level of the proposal, :math:`\lVert\tau\rVert \le 16\varepsilon_{64}\lVert
+\Delta\rVert`, counts as zero: its direction is rounding noise.
 Untracked parameters (biases, norm affines, the classifier) take the inner optimizer's
 update unchanged; its state (momentum buffers, Adam moments) is never touched.
 Non-finite gradients raise a one-line :class:`~normdyn._checks.NonFiniteError` (a
-:class:`FloatingPointError`) naming the 0-based step and the layers *before* the inner optimizer runs, so neither weights nor state are written.
+:class:`FloatingPointError`) naming the 0-based step and the layers *before* the inner
+optimizer runs, so neither weights nor state are written; so does a non-finite tracked
+weight or proposed update (``... has a non-finite update``: e.g. a momentum buffer that
+overflowed float32 at the previous step).  With a black-box inner optimizer that check
+comes after its step: the tracked weights are put back, its state is already written.
 
 **Target.**  ``target_elr`` is a positive float :math:`E` (the same for every layer,
 independent of the lr: the inner lr only matters for the untracked parameters and
@@ -63,11 +88,12 @@ skips non-finite steps before calling :meth:`step`) and step hooks
 (``register_step_pre_hook``/``register_step_post_hook``) work on it.  The inner
 optimizer's own hooks also fire, inside :meth:`step`.
 
-**Precision.**  The inner update is recovered as :math:`w^{\mathrm{inner}} - w`, so in
-float32 its direction is resolved to about :math:`\varepsilon\lVert w\rVert/\lVert\Delta\rVert`;
-keep the inner update's own ELR well above :math:`10^{-5}`.  The rotation is computed in
-float32 at least; half-precision weights are rounded on storage, so the angle holds only
-to about :math:`\varepsilon/E` (0.3 % measured for bfloat16 at :math:`E = 0.05`).
+**Precision.**  The rotation is float64 work; storing it rounds each entry to the
+weights' dtype, which moves the turned part :math:`E\lVert w\rVert` by about
+:math:`\varepsilon/(E\sqrt n)` relative (under :math:`10^{-6}` per step for float32 at
+:math:`E = 0.1` on :math:`n \approx 200` entries; random, so the norm random-walks
+instead of drifting).  Half-precision weights hold the angle only to about
+:math:`\varepsilon/E` (0.3 % measured for bfloat16 at :math:`E = 0.05`).
 
 **Usage**::
 
@@ -141,9 +167,9 @@ class ConstrainedELR(torch.optim.Optimizer):
     Attributes
     ----------
     last_scales:
-        Per tracked tensor (0-dim tensors), the factor by which the tangential part of
-        the inner update was multiplied, :math:`E\\lVert w\\rVert/(\\sqrt{1+E^2}\\lVert\\tau\\rVert)`;
-        0 where :math:`\\tau = 0`.
+        Per tracked tensor (0-dim float64 tensors), the factor by which the tangential
+        part of the proposed update :math:`\\Delta` was multiplied,
+        :math:`E\\lVert w\\rVert/(\\sqrt{1+E^2}\\lVert\\tau\\rVert)`; 0 where :math:`\\tau = 0`.
     skipped:
         Names of candidate layers left untracked: frozen or not in the optimizer.
     """

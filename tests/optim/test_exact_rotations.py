@@ -10,6 +10,7 @@ part (E |w|) by about eps/(E sqrt(n)) relative: ~3e-7 at E = 0.1, n = 192..256, 
 from __future__ import annotations
 
 import math
+import re
 
 import pytest
 import torch
@@ -91,3 +92,39 @@ def test_inner_elr_of_1e_minus_12_still_turns_by_the_target(kind):
     worst_angle, worst_norm, _, _ = _run(model, batches, inner)
     assert worst_angle < 1e-6
     assert worst_norm < 1e-6
+
+
+def test_non_finite_update_raises_naming_step_and_layer_before_writing():
+    """Finite gradients, but a momentum buffer that overflowed: the proposed update is
+    non-finite, so step() raises one line and writes neither weights nor state."""
+    model, batches = make_setup(DEPTH, seed=4, dtype=torch.float32)
+    inner = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    opt = ConstrainedELR(inner, model, TARGET)
+    for t in range(2):
+        opt.zero_grad()
+        F.cross_entropy(model(batches[t][0]), batches[t][1]).backward()
+        if t == 1:
+            w = model.layer3.linear.weight
+            inner.state[w]["momentum_buffer"][0, 0] = float("inf")
+            before = {n: p.detach().clone() for n, p in model.named_parameters()}
+            buffers = {n: inner.state[p]["momentum_buffer"].clone()
+                       for n, p in model.named_parameters()}
+            msg = ("ConstrainedELR.step() at step 1: parameter 'layer3.linear.weight' has a "
+                   "non-finite update")
+            with pytest.raises(FloatingPointError, match=f"^{re.escape(msg)}$"):
+                opt.step()
+            for n, p in model.named_parameters():
+                assert torch.equal(p.detach(), before[n]), n
+                assert torch.equal(inner.state[p]["momentum_buffer"], buffers[n]), n
+        else:
+            opt.step()
+
+
+def test_black_box_inner_optimizer_still_turns_by_the_target():
+    """An optimizer without a rebuilt rule (RMSprop): direction from w_inner - w, now
+    scale-safe; float64 weights, 20 steps."""
+    model, batches = make_setup(DEPTH, seed=5, dtype=torch.float64)
+    inner = torch.optim.RMSprop(model.parameters(), lr=1e-3, momentum=0.5)
+    worst_angle, worst_norm, _, _ = _run(model, batches, inner, steps=20)
+    assert worst_angle < 1e-12
+    assert worst_norm < 1e-12
