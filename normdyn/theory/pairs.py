@@ -33,6 +33,7 @@ __all__ = [
     "d_recurrence",
     "ratio_deviation",
     "second_flip_counterexample",
+    "positive_when_a_exceeds_b",
 ]
 
 SECTION = "3. Pairs of layers"
@@ -42,6 +43,17 @@ _a, _b = sp.symbols("a b", positive=True)
 
 def _F(x: sp.Expr) -> sp.Expr:
     return elr_map().subs(E, x)
+
+
+def positive_when_a_exceeds_b(expr: sp.Expr) -> bool:
+    r"""A proof that ``expr(a, b) > 0`` for all :math:`a > b > 0` (``False`` when none is found).
+
+    Substitutes :math:`a = b + h` with :math:`b, h > 0` and asks SymPy's assumption system;
+    only a definite ``True`` counts (``None``, "unknown", is no proof).
+    """
+    h = sp.Symbol("h", positive=True)
+    shifted = sp.factor(sp.sympify(expr).subs(_a, _b + h))
+    return shifted.is_positive is True
 
 
 @functools.cache
@@ -158,9 +170,9 @@ def _check_flip_condition() -> Evidence:
     flip_factor = sp.simplify(fact / (_a - _b) * (1 + _a**2) * (1 + _b**2))
     ties = sp.solve(sp.Eq(flip_factor, 0), _b)
     # |log rho| non-increasing for a > b: b/a <= F(a)/F(b) <= a/b.
-    lower = sp.factor(_a * _F(_a) - _b * _F(_b))  # >= 0 iff F(a)/F(b) >= b/a
-    upper = sp.factor(_a * _F(_b) - _b * _F(_a))  # >= 0 iff F(a)/F(b) <= a/b
-    contraction = lower.subs(_a, _b + sp.Symbol("h", positive=True)).is_positive is not False
+    lower = sp.factor(_a * _F(_a) - _b * _F(_b))  # > 0 iff F(a)/F(b) > b/a
+    upper = sp.factor(_a * _F(_b) - _b * _F(_a))  # > 0 iff F(a)/F(b) < a/b
+    contraction = positive_when_a_exceeds_b(lower) and positive_when_a_exceeds_b(upper)
     passed = identity and ties == [1 / _a] and contraction
     return Evidence(
         passed,

@@ -13,12 +13,15 @@ from fractions import Fraction
 import mpmath as mp
 import numpy as np
 import pytest
+import sympy as sp
 from hypothesis import example, find, given, settings, target
 from hypothesis import strategies as st
 from strategies import elr_pairs, elrs, gain_schedules, moderate_elrs, step_counts
 from tolerances import rtol
 
 from normdyn.theory import numeric as N
+from normdyn.theory import pairs as P
+from normdyn.theory import symbols as S
 
 M = mp.mpf
 
@@ -66,7 +69,13 @@ def count_flips(a, b, gains) -> tuple[int, int]:
 @example(1e3, 1e-8)
 def test_ratio_one_is_invariant(e, rho_scale):
     """rho = 1 stays 1: equal ELRs stay equal (ratio_step and the exact map)."""
-    assert F(Fraction(e)) / F(Fraction(e)) == 1
+    # The package's ratio map (derived and stable forms) in exact rationals at E_l = E_k:
+    # the oracle is the exact value rho itself, for rho = 1 and for any other rho.
+    q, r = sp.Rational(Fraction(e)), sp.Rational(Fraction(rho_scale))
+    for form in (P.ratio_map(), N.ratio_step.compiled_expr):
+        at = {S.E_l: q, S.E_k: q}
+        assert sp.simplify(form.subs({S.rho: 1, **at}).doit()) == 1
+        assert sp.simplify(form.subs({S.rho: r, **at}).doit()) == r
     # Float: 1 to rounding (the stable form multiplies by E_k * (1/E_l), not exactly 1).
     assert abs(N.ratio_step(1.0, e, e) - 1.0) <= STEP_TOL
     # Any rho is multiplied by 1 (to rounding) when the two ELRs are equal.
@@ -156,6 +165,28 @@ def test_tie_when_product_is_one(e):
     err = abs(got_a - got_b) / got_a
     target(err)
     assert err <= STEP_TOL
+
+
+def test_log_ratio_contraction_bounds_are_proved():
+    """b/a < F(a)/F(b) < a/b for a > b > 0: both bounds proved, wrong ones rejected.
+
+    Oracle: the two bounds written out here, (a^2 - b^2)/((1+a^2)(1+b^2)) > 0 and
+    ab(a^2 - b^2)/((1+a^2)(1+b^2)) > 0, and exact rationals at sample points.
+    """
+    a, b = sp.symbols("a b", positive=True)
+    lower = a**2 / (1 + a**2) - b**2 / (1 + b**2)  # a F(a) - b F(b)
+    upper = a * b / (1 + b**2) - a * b / (1 + a**2)  # a F(b) - b F(a)
+    assert P.positive_when_a_exceeds_b(lower) and P.positive_when_a_exceeds_b(upper)
+    assert P._check_flip_condition().passed
+    # Rejected: the reversed bound, a sign-indefinite F(a) - F(b) (sympy: "unknown"), and a
+    # bound that fails only near a = b.
+    assert not P.positive_when_a_exceeds_b(-upper)
+    assert not P.positive_when_a_exceeds_b(a / (1 + a**2) - b / (1 + b**2))
+    assert not P.positive_when_a_exceeds_b(lower - sp.Rational(1, 10**6))
+    # Exact spot checks of the bounds themselves (the oracle for the proof).
+    for fa, fb in [(Fraction(3), Fraction(1, 2)), (Fraction(101, 100), Fraction(1)),
+                   (Fraction(10**6), Fraction(1, 10**6))]:
+        assert fb / fa < F(fa) / F(fb) < fa / fb
 
 
 @given(elrs, elrs)

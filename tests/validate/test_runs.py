@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 
@@ -15,7 +16,6 @@ import pandas as pd  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 from normdyn._checks import NonFiniteError  # noqa: E402
-from normdyn.theory.numeric import critical_lr_of, one_step_spread  # noqa: E402
 from normdyn.validate import runs  # noqa: E402
 from normdyn.validate.compare import compare_run  # noqa: E402
 from normdyn.validate.runs import (  # noqa: E402
@@ -159,7 +159,8 @@ def test_critical_warmup_uses_the_critical_lr_of_the_current_norms(tmp_path):
                          progress=False)
     for _, rows in table.groupby("step"):
         a = rows["grad_norm"].to_numpy() / np.sqrt(rows["sigma2"].to_numpy())
-        assert rows["lr"].iloc[0] == pytest.approx(min(100.0, critical_lr_of(a)), rel=1e-5)
+        eta_star = 1.0 / np.sqrt(a.max() * a.min())  # THEORY.md section 4, typed here
+        assert rows["lr"].iloc[0] == pytest.approx(min(100.0, eta_star), rel=1e-5)
     assert table["lr"].max() < 100.0
 
 
@@ -289,8 +290,28 @@ def test_one_step_lr_sweep_matches_theory_at_small_lr():
     params = dict(model.named_parameters())
     a0 = np.array([float(params[la.param_name].grad.norm() / params[la.param_name].detach().norm())
                    for la in layers])
-    assert sweep.attrs["critical_lr_predicted"] == pytest.approx(critical_lr_of(a0), rel=1e-5)
-    np.testing.assert_allclose(sweep["spread_predicted"], one_step_spread(lrs, a0), rtol=1e-5)
+    # Oracles typed here: eta* = 1/sqrt(a_max a_min) and S(lr) = max F(lr a)/min F(lr a),
+    # F(x) = x/(1 + x^2), from the brute-force a0 = |p.grad|/|p| above.
+    assert sweep.attrs["critical_lr_predicted"] == pytest.approx(
+        1.0 / np.sqrt(a0.max() * a0.min()), rel=1e-5)
+    xa = lrs[:, None] * a0[None, :]
+    f = xa / (1.0 + xa * xa)
+    np.testing.assert_allclose(sweep["spread_predicted"], f.max(axis=1) / f.min(axis=1),
+                               rtol=1e-5)
+    # The measured spread, from stepping a copy in plain torch: w <- w - lr g on every
+    # parameter, gradients recomputed on the same batch, spread of lr |g|/|w|.
+    grads0 = {n: p.grad.detach().clone() for n, p in params.items()}
+    for i in (0, 5, 9):
+        work = copy.deepcopy(model)
+        with torch.no_grad():
+            for n, p in work.named_parameters():
+                p.sub_(float(lrs[i]) * grads0[n])
+        work.zero_grad()
+        F.cross_entropy(work(x), y).backward()
+        wp = dict(work.named_parameters())
+        e = np.array([float(lrs[i]) * float(wp[la.param_name].grad.double().norm())
+                      / float(wp[la.param_name].detach().double().norm()) for la in layers])
+        assert sweep["spread_measured"].iloc[i] == pytest.approx(e.max() / e.min(), rel=1e-5)
     # a tiny step barely changes c, so measurement and the model agree there
     assert sweep["spread_measured"].iloc[0] == pytest.approx(sweep["spread_predicted"].iloc[0],
                                                              rel=1e-3)
