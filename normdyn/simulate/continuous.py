@@ -37,7 +37,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy.integrate import solve_ivp
 
 from normdyn._checks import (
     NonFiniteError,
@@ -223,6 +222,8 @@ def continuous_ode(
 
     y0 = np.broadcast_to(s0, (N, L)).ravel().copy()
     with np.errstate(over="ignore", under="ignore", divide="ignore", invalid="ignore"):
+        from scipy.integrate import solve_ivp  # lazy: 0.4 s of import for one function
+
         sol = solve_ivp(rhs, (float(span[0]), float(span[1])), y0, method=method,
                         t_eval=times, rtol=rtol, atol=atol)
     if not sol.success or not np.all(np.isfinite(sol.y)):

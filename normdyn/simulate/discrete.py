@@ -83,9 +83,9 @@ from normdyn.theory.numeric import (
     critical_lr,
     elr,
     momentum_norm_step,
+    momentum_step_update_elr,
     momentum_update_elr,
     norm_step,
-    update_elr_geometric,
 )
 
 __all__ = [
@@ -211,26 +211,26 @@ def update_elr(e: Any, lr_t: Any, momentum: float, weight_decay: float) -> np.nd
     :math:`s = \sigma^2_{t+1}/\sigma^2_t` (``momentum_norm_step``) by Pythagoras,
     ``update_elr_geometric(s, E_tan)``.  Exact for plain SGD with weight decay; with
     momentum it inherits the first-order model (see ``benchmarks/drift_vs_discrete.py``).
+    Both are composed in SymPy into one function, ``momentum_step_update_elr(E, eta, lam,
+    beta)``, compiled from an overflow-free form (finite for gradient ELRs up to about
+    ``1e307 (1-beta)``; ``stable_forms_agree`` proves it equal to the composition).
     Raises ``ValueError`` unless :math:`\eta_t\lambda/(1-\beta) < 1`, and
-    :class:`NonFiniteError` naming ``update_elr`` where, with momentum or weight decay, the
-    norm ratio overflows float64 (gradient ELRs above about ``1e154``).
+    :class:`NonFiniteError` naming ``update_elr`` if the result still leaves float64.
     """
     e_arr = np.asarray(e, dtype=np.float64)
     with np.errstate(over="ignore", under="ignore", divide="ignore", invalid="ignore"):
-        tangential = momentum_update_elr.raw(e_arr, momentum)
         if weight_decay == 0.0 and momentum == 0.0:
-            return np.array(tangential, dtype=np.float64)
+            return np.array(momentum_update_elr.raw(e_arr, momentum), dtype=np.float64)
         lr_arr = np.asarray(lr_t, dtype=np.float64)
         _check_decay(lr_arr, momentum, weight_decay)
-        ratio = momentum_norm_step.raw(1.0, lr_arr, e_arr / lr_arr, weight_decay, momentum)
-        out = np.asarray(update_elr_geometric.raw(ratio, tangential), dtype=np.float64)
+        out = np.asarray(momentum_step_update_elr.raw(e_arr, lr_arr, weight_decay, momentum),
+                         dtype=np.float64)
     bad = ~np.isfinite(out) & np.isfinite(e_arr)
     if bad.any():
         worst = float(np.broadcast_to(e_arr, out.shape)[bad].ravel()[0])
         raise NonFiniteError(
             f"update_elr overflowed float64 at a gradient ELR of {worst!r} (momentum "
-            f"{momentum}, weight_decay {weight_decay}): the norm ratio s = 1 + O(E^2) of the "
-            "first-order model leaves float64 above E ~ 1e154")
+            f"{momentum}, weight_decay {weight_decay})")
     return out
 
 

@@ -4,15 +4,17 @@ A *claim* is a named statement of the theory together with a function that
 re-derives it in SymPy and checks it through an independent route
 (substitution, a concrete instance, ``solve``, ``dsolve``...).  Claim names are
 stable: reports, the JSON output and the paper-figure verdicts refer to them.
+
+This module imports no derivation module (they import it to register their claims);
+:mod:`normdyn.theory.claims` imports them all and runs the checks.
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-__all__ = ["Evidence", "Claim", "ClaimResult", "claim", "all_claims", "run_claims"]
+__all__ = ["Evidence", "Claim", "ClaimResult", "claim", "registered_claims"]
 
 
 @dataclass(frozen=True)
@@ -75,43 +77,10 @@ def claim(name: str, statement: str, section: str) -> Callable:
     return register
 
 
-def all_claims() -> list[Claim]:
-    """Every registered claim, in registration (derivation) order."""
-    from normdyn.theory import (  # noqa: F401  (imports register the claims)
-        beyond_sgd,
-        critical_lr,
-        norm_dynamics,
-        numeric,
-        pairs,
-        scale_invariance,
-    )
+def registered_claims() -> list[Claim]:
+    """The claims registered so far, by section (stable: keeps registration order within one).
 
-    return sorted(_REGISTRY.values(), key=lambda c: c.section)  # stable: keeps order
-
-
-def run_claims(names: list[str] | None = None) -> list[ClaimResult]:
-    """Run the checks of ``names`` (default: all) and time each one.
-
-    A check that raises counts as failed; the exception text is kept in
-    :attr:`ClaimResult.error` rather than propagated, so one broken derivation
-    does not hide the verdicts of the others.
+    Only the claims of derivation modules already imported; :func:`normdyn.theory.claims.all_claims`
+    imports every one first.
     """
-    claims = all_claims()
-    if names is not None:
-        known = {c.name for c in claims}
-        unknown = [n for n in names if n not in known]
-        if unknown:
-            raise ValueError(f"names: unknown claim(s) {unknown}; known: {sorted(known)}")
-        claims = [c for c in claims if c.name in names]
-    results = []
-    for item in claims:
-        start = time.perf_counter()
-        try:
-            ev = item.check()
-            res = ClaimResult(item.name, item.statement, item.section, bool(ev.passed),
-                              ev.latex, ev.detail, time.perf_counter() - start)
-        except Exception as exc:  # noqa: BLE001 - reported, not hidden
-            res = ClaimResult(item.name, item.statement, item.section, False, "", "",
-                              time.perf_counter() - start, f"{type(exc).__name__}: {exc}")
-        results.append(res)
-    return results
+    return sorted(_REGISTRY.values(), key=lambda c: c.section)

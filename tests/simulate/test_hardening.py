@@ -237,10 +237,37 @@ def test_zero_gradient_layer_in_a_drift_frame_summarizes_to_an_infinite_spread()
     assert np.all(np.isinf(frame.log10_spread))
 
 
-def test_momentum_update_elr_and_ode_route_fail_naming_the_quantity_without_warnings():
+def _mp_update_elr(e: float, eta: float, lam: float, beta: float):
+    """The hand-written first-order update ELR (tests/simulate/_oracles.py) in 60-digit mpmath."""
+    import mpmath as mp
+
+    with mp.workdps(60):
+        e, eta, lam, beta = (mp.mpf(v) for v in (e, eta, lam, beta))
+        tangential_sq = e**2 / (1 - beta**2)
+        ratio = (1 - eta * lam / (1 - beta)) ** 2 + (e / (1 - beta)) ** 2
+        radial = mp.sqrt(ratio - tangential_sq) - 1
+        return mp.sqrt(radial**2 + tangential_sq)
+
+
+@pytest.mark.parametrize("e", [1e300, 1e200, 1e154, 1e155, 3.0, 1e-3, 1e-150, 1e-300])
+@pytest.mark.parametrize(("eta", "lam", "beta"), [(1e-3, 1e-4, 0.9), (0.1, 0.5, 0.0),
+                                                  (1.0, 0.0, 0.5), (0.01, 1.0, 0.99)])
+def test_update_elr_is_finite_and_accurate_up_to_1e300(e, eta, lam, beta):
+    import mpmath as mp
+
+    from normdyn.simulate import update_elr
+
+    got = float(_no_runtime_warnings(update_elr, np.array([e]), eta, beta, lam)[0])
+    want = _mp_update_elr(e, eta, lam, beta)
+    assert np.isfinite(got)
+    # a few roundings of a well-conditioned expression (cond <= 2 here)
+    assert float(abs(mp.mpf(got) / want - 1)) <= 64 * np.finfo(F64).eps, (got, want)
+
+
+def test_momentum_at_elr_1e300_simulates_and_the_ode_route_fails_naming_the_quantity():
     st0 = from_elr([1e300, 1e-300], 1.0)
-    with pytest.raises(NonFiniteError, match=r"update_elr overflowed float64 at a gradient ELR"):
-        _no_runtime_warnings(simulate_discrete, st0.sigma2_0, st0.c, 1.0, 3, momentum=0.9)
+    out = _no_runtime_warnings(simulate_discrete, st0.sigma2_0, st0.c, 1.0, 3, momentum=0.9)
+    assert np.all(np.isfinite(out.update_elr)) and np.all(out.update_elr > 0)
     from normdyn.simulate import continuous_ode, linear_warmup
 
     with pytest.raises(NonFiniteError, match=r"continuous_ode: integrating sigma2 failed"):
