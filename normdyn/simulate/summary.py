@@ -198,6 +198,8 @@ class TrajectorySummary:
         log_spread = self.log10_spread
         finite = np.isfinite(self.spread)
         flipped = self.flips != 0
+        # lr_t goes into every run or none, so that consumers see one shape
+        scheduled = bool(np.any(self.lr_t != self.lr[None, :]))
         for r in range(self.runs):
             entry: dict[str, Any] = {
                 "lr": float(self.lr[r]), "seed": int(self.seed[r]),
@@ -214,7 +216,7 @@ class TrajectorySummary:
                 bad = ~finite[:, r]
                 entry["log10_spread"] = {"step": self.step[bad].tolist(),
                                          "value": log_spread[bad, r].tolist()}
-            if np.any(self.lr_t[:, r] != self.lr[r]):
+            if scheduled:
                 entry["lr_t"] = self.lr_t[:, r].tolist()
             if quantiles:
                 entry["final_sigma2"] = self.final_sigma2[r].tolist()

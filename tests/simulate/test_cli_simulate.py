@@ -58,14 +58,14 @@ def test_lr_sweep_summary_and_outputs(capsys, tmp_path: Path) -> None:
     assert len(first["lr_t"]) == 21  # the critical warm-up changes the lr
     assert sum(first["flips"]["count"]) == first["total_flips"]
     assert "\n" not in out.rstrip("\n") and ": " not in out  # one compact document
-    code, out, err = _run(capsys, "discrete", "--layers", "6", "--spread", "100", "--lr",
+    assert "wrote" in err
+    code, out, _ = _run(capsys, "discrete", "--layers", "6", "--spread", "100", "--lr",
                           "0.01:10:4", "--steps", "20", "--record", "summary", "--json",
                           "--quantiles")
     q = json.loads(out)["runs"][1]["elr_quantiles"]
     assert len(q["median"]) == 21 and q["max"][0] / q["min"][0] == pytest.approx(100.0)
     frame = pd.read_csv(out_csv)
     assert len(frame) == 4 * 21 and "elr_median" in frame.columns
-    assert "wrote" in err
 
 
 @pytest.mark.parametrize("suffix", [".csv", ".parquet"])
