@@ -10,10 +10,11 @@ r"""``normdyn simulate {discrete,continuous,drift}``: run a norm-level simulatio
 
 The initial state comes from ``--elr`` (ELRs at the lr; with an lr sweep, at lr 1),
 ``--sigma2`` with ``--c``, or ``--layers`` with ``--spread``.  ``--lr`` is one value or a
-log-spaced sweep ``start:stop:num``.  ``--json`` prints a summary (per-step spread, ELR
-quantiles and flips, final per-layer ELR and update ELR, and for recorded runs the per-step
-per-layer ELRs) with plain floats (a spread beyond float64 is ``null``; ``log10_spread`` is
-always finite); ``--out`` writes the tidy frame (``.csv``/``.parquet``,
+log-spaced sweep ``start:stop:num``.  ``--json`` prints one compact JSON document (fields
+in ``--help`` and :meth:`TrajectorySummary.to_dict`): per run the spread and flips per
+recorded step and the final per-layer ELRs and update ELRs; the per-step ELR quantiles
+with ``--quantiles`` (or a recorded frame), and for recorded runs the per-step per-layer
+ELRs; plain floats (a spread beyond float64 is ``null``, with a finite ``log10_spread``); ``--out`` writes the tidy frame (``.csv``/``.parquet``,
 atomically).  Bad input exits with code 2 and one line on stderr.
 """
 
@@ -70,7 +71,17 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--engine", default="auto", choices=("auto", "numba", "numpy"),
                    help="discrete engine (default auto: numba if installed)")
     p.add_argument("--out", metavar="FILE", help="write the tidy frame (.csv or .parquet)")
-    p.add_argument("--json", action="store_true", help="print a JSON summary on stdout")
+    p.add_argument("--json", action="store_true",
+                   help="print one compact JSON document on stdout: mode, steps, layers, lr, "
+                        "schedule, momentum, weight_decay, step (recorded steps) and per run: "
+                        "lr, seed, spread per recorded step, flips {step, count} where "
+                        "non-zero, total_flips, final_elr per layer; final_update_elr where "
+                        "it differs, log10_spread where spread is null, lr_t where the "
+                        "schedule changes the lr; with --quantiles elr_quantiles and "
+                        "final_sigma2; with a recorded frame (--record all|K) "
+                        "elr_step, elr, update_elr per recorded step and layer")
+    p.add_argument("--quantiles", action="store_true",
+                   help="--json: add the per-step ELR quantiles over layers of every run")
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                    help=f"progress bar on stderr (default: above {PROGRESS_LIMIT:.0e} layer-steps)")
     p.set_defaults(func=run)
@@ -200,11 +211,11 @@ def run(args: argparse.Namespace) -> int:
         payload = {
             "mode": args.mode, "steps": steps, "layers": state.layers, "lr": lrs.tolist(),
             "schedule": repr(schedule), "momentum": momentum, "weight_decay": weight_decay,
-            **summary.to_dict(),
+            **summary.to_dict(quantiles=args.quantiles or frame is not None),
         }
         if frame is not None:
             _add_elr(payload, frame)
-        json.dump(payload, sys.stdout, indent=1, allow_nan=False)
+        sys.stdout.write(json.dumps(payload, separators=(",", ":"), allow_nan=False))
         sys.stdout.write("\n")
     else:
         shown = np.unique(np.linspace(0, summary.runs - 1, min(summary.runs, 10)).round())

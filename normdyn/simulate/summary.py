@@ -179,26 +179,50 @@ class TrajectorySummary:
             "update_elr": self.final_update_elr.ravel(),
         })
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self, *, quantiles: bool = False) -> dict[str, Any]:
         """JSON-ready nested dict (plain floats and ints), one entry per run.
 
-        An infinite spread (the ratio exceeds float64) is ``None``; ``log10_spread`` is finite.
+        Top level: ``step`` (the recorded steps), ``layers``, ``runs``.  Per run: ``lr``
+        (base lr), ``seed``; ``spread`` per recorded step (:math:`E_{max}/E_{min}`;
+        ``None`` where the ratio exceeds float64); ``flips`` as ``{"step": [...],
+        "count": [...]}``, the recorded steps with a non-zero number of pairs that swapped
+        order since the previous recorded step; ``total_flips``; ``final_elr`` per layer.
+        Only where they carry information: ``log10_spread`` at the steps where ``spread``
+        is ``None`` (``{"step": [...], "value": [...]}``, finite), ``final_update_elr``
+        per layer where it differs from ``final_elr`` (momentum or weight decay), ``lr_t``
+        (the scheduled lr per recorded step) where it differs from ``lr``.  With
+        ``quantiles=True`` also ``elr_quantiles`` (per name in :data:`QUANTILE_NAMES`, the
+        ELR quantile over layers per recorded step) and ``final_sigma2`` per layer.
         """
         runs = []
         log_spread = self.log10_spread
+        finite = np.isfinite(self.spread)
+        flipped = self.flips != 0
+        # lr_t goes into every run or none, so that consumers see one shape
+        scheduled = bool(np.any(self.lr_t != self.lr[None, :]))
         for r in range(self.runs):
-            runs.append({
+            entry: dict[str, Any] = {
                 "lr": float(self.lr[r]), "seed": int(self.seed[r]),
-                "lr_t": self.lr_t[:, r].tolist(),
-                "spread": [float(x) if np.isfinite(x) else None for x in self.spread[:, r]],
-                "log10_spread": log_spread[:, r].tolist(),
-                "flips": self.flips[:, r].tolist(), "total_flips": int(self.total_flips[r]),
-                "elr_quantiles": {n: self.quantiles[i, :, r].tolist()
-                                  for i, n in enumerate(QUANTILE_NAMES)},
-                "final_sigma2": self.final_sigma2[r].tolist(),
+                "spread": np.where(finite[:, r], self.spread[:, r], np.nan).tolist(),
+                "flips": {"step": self.step[flipped[:, r]].tolist(),
+                          "count": self.flips[flipped[:, r], r].tolist()},
+                "total_flips": int(self.total_flips[r]),
                 "final_elr": self.final_elr[r].tolist(),
-                "final_update_elr": self.final_update_elr[r].tolist(),
-            })
+            }
+            if not np.array_equal(self.final_update_elr[r], self.final_elr[r]):
+                entry["final_update_elr"] = self.final_update_elr[r].tolist()
+            if not finite[:, r].all():
+                entry["spread"] = [x if x == x else None for x in entry["spread"]]
+                bad = ~finite[:, r]
+                entry["log10_spread"] = {"step": self.step[bad].tolist(),
+                                         "value": log_spread[bad, r].tolist()}
+            if scheduled:
+                entry["lr_t"] = self.lr_t[:, r].tolist()
+            if quantiles:
+                entry["final_sigma2"] = self.final_sigma2[r].tolist()
+                entry["elr_quantiles"] = {n: self.quantiles[i, :, r].tolist()
+                                          for i, n in enumerate(QUANTILE_NAMES)}
+            runs.append(entry)
         return {"step": self.step.tolist(), "layers": self.layers, "runs": runs}
 
     @classmethod

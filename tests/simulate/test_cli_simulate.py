@@ -39,7 +39,8 @@ def test_acceptance_two_layers_json_matches_hand_iteration(capsys) -> None:
         assert rel <= rtol(F64, "iterated", t)
         assert abs(run["spread"][t] / (max(e) / min(e)) - 1) <= rtol(F64, "iterated", t + 1)
         e = [x / (1 + x * x) for x in e]
-    assert run["final_elr"] == run["elr"][10] == run["final_update_elr"]
+    assert run["final_elr"] == run["elr"][10] == run["update_elr"][10]
+    assert "final_update_elr" not in run  # plain SGD: it equals final_elr, not repeated
     assert run["total_flips"] == 0  # 21.7 * 0.011 < 1: no flip
 
 
@@ -53,10 +54,18 @@ def test_lr_sweep_summary_and_outputs(capsys, tmp_path: Path) -> None:
     assert len(doc["runs"]) == 4 and doc["lr"] == pytest.approx([0.01, 0.1, 1.0, 10.0])
     first = doc["runs"][0]
     assert first["spread"][0] == pytest.approx(100.0, rel=1e-12)
-    assert "elr" not in first  # summaries only
+    assert "elr" not in first and "elr_quantiles" not in first  # summaries only
+    assert len(first["lr_t"]) == 21  # the critical warm-up changes the lr
+    assert sum(first["flips"]["count"]) == first["total_flips"]
+    assert "\n" not in out.rstrip("\n") and ": " not in out  # one compact document
+    assert "wrote" in err
+    code, out, _ = _run(capsys, "discrete", "--layers", "6", "--spread", "100", "--lr",
+                          "0.01:10:4", "--steps", "20", "--record", "summary", "--json",
+                          "--quantiles")
+    q = json.loads(out)["runs"][1]["elr_quantiles"]
+    assert len(q["median"]) == 21 and q["max"][0] / q["min"][0] == pytest.approx(100.0)
     frame = pd.read_csv(out_csv)
     assert len(frame) == 4 * 21 and "elr_median" in frame.columns
-    assert "wrote" in err
 
 
 @pytest.mark.parametrize("suffix", [".csv", ".parquet"])

@@ -97,7 +97,7 @@ def test_issue_command_log10_spread_is_600_at_step_0():
                                  record="summary", engine=engine)
         assert s.log10_spread[0, 0] == 600.0 and np.isinf(s.spread[0, 0])
         d = s.to_dict()
-        assert d["runs"][0]["spread"][0] is None and d["runs"][0]["log10_spread"][0] == 600.0
+        assert d["runs"][0]["spread"][0] is None and d["runs"][0]["log10_spread"] == {"step": [0], "value": [600.0]}
 
 
 def test_continuous_and_drift_extreme_elrs():

@@ -43,6 +43,8 @@ DOMAIN_OVERRIDES = {
     ("weight_decay_norm_step", "lam"): "nonnegative",
     ("momentum_norm_step", "lam"): "nonnegative",
     ("momentum_update_elr", "E"): "nonnegative",  # a zero gradient has zero update ELR
+    ("momentum_step_update_elr", "E"): "nonnegative",
+    ("momentum_step_update_elr", "lam"): "nonnegative",
 }
 
 # (bad value, message suffix) per domain.

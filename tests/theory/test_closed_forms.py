@@ -129,6 +129,13 @@ ORACLES = {
         lambda s, et: mp.sqrt((mp.sqrt(s - et**2) - 1) ** 2 + et**2),
         st.tuples(st.floats(0.5, 4.0), st.floats(0.0, 0.7)),
     ),
+    # One step of the first-order model: tangential E/sqrt(1-b^2); s = (1 - x)^2 + (E/(1-b))^2
+    # with x = eta lam/(1-b); Pythagoras fixes the radial part (THEORY §5).
+    "momentum_step_update_elr": (
+        lambda e, eta, lam, b: (lambda et2, s: mp.sqrt((mp.sqrt(s - et2) - 1) ** 2 + et2))(
+            e**2 / (1 - b**2), (1 - eta * lam / (1 - b)) ** 2 + (e / (1 - b)) ** 2),
+        st.tuples(elrs, learning_rates, st.floats(0.0, 1e-2), momenta),
+    ),
     "momentum_equilibrium_update_elr_leading": (
         lambda eta, lam, b: mp.sqrt(2 * eta * lam / (1 + b)),
         st.tuples(learning_rates, st.floats(1e-8, 1e-3), momenta),
