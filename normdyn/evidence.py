@@ -34,6 +34,7 @@ from normdyn.estimates import (
     MODEL,
     NOT_TESTED,
     PARTLY,
+    POSITIVE,
     REAL,
     REFUTED,
     Item,
@@ -45,6 +46,8 @@ __all__ = [
     "SUBJECTS",
     "THEORY_VALUES",
     "combine",
+    "combine_with_qualifier",
+    "PIPELINE_FAILED",
     "theory_of",
     "find_figure_csv",
     "load_tables",
@@ -65,17 +68,24 @@ def theory_of(items: Sequence[Item]) -> str:
     return "consistent" if all(i.verdict == CONFIRMED for i in tested) else "inconsistent"
 
 
-def _grade_real(items: Sequence[Item]) -> str:
+PIPELINE_FAILED = "pipeline: positive control failed"
+
+
+def _grade_real(items: Sequence[Item]) -> tuple[str, str]:
+    """``(verdict, qualifier)`` from the real items (and the positive controls)."""
+    if any(i.kind == POSITIVE and i.verdict == REFUTED for i in items):
+        return NOT_TESTED, PIPELINE_FAILED
     real = [i for i in items if i.kind == REAL]
     tested = [i for i in real if i.verdict != NOT_TESTED]
     primary = [i for i in real if i.primary]
     if not tested or all(i.verdict == NOT_TESTED for i in primary):
-        return NOT_TESTED
+        qualifiers = list(dict.fromkeys(i.qualifier for i in primary if i.qualifier))
+        return NOT_TESTED, "; ".join(qualifiers)
     if any(i.verdict == REFUTED for i in primary if i.verdict != NOT_TESTED):
-        return REFUTED
+        return REFUTED, ""
     if all(i.verdict == CONFIRMED for i in real):
-        return CONFIRMED
-    return PARTLY
+        return CONFIRMED, ""
+    return PARTLY, ""
 
 
 def _grade_model(items: Sequence[Item]) -> str:
@@ -94,19 +104,33 @@ def _grade_model(items: Sequence[Item]) -> str:
 def combine(items: Sequence[Item], subject: str = "networks") -> tuple[str, str, str]:
     """``(verdict, theory, evidence text)`` of a claim.
 
-    ``subject="networks"``: the verdict comes from the real items only.  With none
-    tested it is ``not tested``; a refuted primary item refutes; confirmed needs every
-    real item (primary and secondary) confirmed; anything else is ``partly``.
+    ``subject="networks"``: the verdict comes from the real items only.  A failed
+    positive control (an item of kind ``positive control`` refuted) makes it ``not
+    tested`` whatever the real items say: the pipeline, not the claim, is at fault.  With
+    no real item tested it is ``not tested``; a refuted primary item refutes; confirmed
+    needs every real item (primary and secondary) confirmed; anything else is ``partly``.
+    :func:`combine_with_qualifier` also returns why a ``not tested`` is one.
     ``subject="model"``: the verdict comes from the model items (``not tested`` unless a
     required one was tested): all confirmed ->
     confirmed (``partly`` if a required one is untested), all refuted -> refuted,
     a mixture -> partly.  ``theory`` is :func:`theory_of` the model items either way.
     """
+    verdict, _, theory, text = combine_with_qualifier(items, subject)
+    return verdict, theory, text
+
+
+def combine_with_qualifier(items: Sequence[Item],
+                           subject: str = "networks") -> tuple[str, str, str, str]:
+    """``(verdict, qualifier, theory, evidence text)``; see :func:`combine`."""
     if subject not in SUBJECTS:
         raise ValueError(f"subject must be one of {SUBJECTS}, got {subject!r}")
-    verdict = _grade_real(items) if subject == "networks" else _grade_model(items)
-    text = "; ".join(f"[{i.kind}: {i.source}: {i.verdict}] {i.evidence}" for i in items)
-    return verdict, theory_of(items), text or "no evidence"
+    if subject == "networks":
+        verdict, qualifier = _grade_real(items)
+    else:
+        verdict, qualifier = _grade_model(items), ""
+    text = "; ".join(f"[{i.kind}: {i.source}: {i.verdict_text()}] {i.evidence}"
+                     for i in items)
+    return verdict, qualifier, theory_of(items), text or "no evidence"
 
 
 # ----------------------------------------------------------------------------- tables
@@ -182,7 +206,7 @@ PROPERTY_TESTS: dict[str, tuple[str, str]] = {
                                     r"at_most_one_flip|gain_above_two|second_flip"),
     "theorem_3_6_convergence": ("tests/theory/test_pairs.py", r"convergence_rate_bound"),
     "weight_decay_equilibrium_measured": ("tests/theory/test_beyond_sgd.py", r"weight_decay"),
-    "momentum_u_growth_measured": ("tests/theory/test_beyond_sgd.py", r"momentum_u_growth|"
+    "momentum_u_growth_drift": ("tests/theory/test_beyond_sgd.py", r"momentum_u_growth|"
                                    r"momentum_drift_simulation_u_growth"),
 }
 

@@ -34,7 +34,7 @@ import pandas as pd
 
 from normdyn import measured as M
 from normdyn._io import atomic_write_json, atomic_write_text, provenance
-from normdyn.estimates import DIAGNOSTIC, MODEL, REAL, VERDICTS, Item
+from normdyn.estimates import DIAGNOSTIC, FINDING, MODEL, POSITIVE, REAL, VERDICTS, Item
 from normdyn.evidence import (
     PROPERTY_TESTS,
     _model_item,
@@ -42,6 +42,7 @@ from normdyn.evidence import (
     _real_items,
     _symbolic_item,
     combine,
+    combine_with_qualifier,
     find_figure_csv,
     load_tables,
     run_property_tests,
@@ -90,16 +91,24 @@ class ReportRow:
     evidence: str
     command: str
     items: list[Item] = field(default_factory=list)
+    #: why a ``not tested`` is one (``uninformative: ...``, ``pipeline: ...``), or ""
+    qualifier: str = ""
+
+    def verdict_text(self) -> str:
+        return f"{self.verdict} ({self.qualifier})" if self.qualifier else self.verdict
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "claim": self.claim, "kind": self.kind, "subject": self.subject,
-            "statement": self.statement, "verdict": self.verdict, "theory": self.theory,
+            "statement": self.statement, "verdict": self.verdict,
+            "verdict_qualifier": self.qualifier, "theory": self.theory,
             "graded_by": "real runs" if self.subject == "networks" else "model evidence",
             "evidence": self.evidence, "command": self.command,
             "real": [i.as_dict() for i in self.items if i.kind == REAL],
             "model": [i.as_dict() for i in self.items if i.kind == MODEL],
             "diagnostic": [i.as_dict() for i in self.items if i.kind == DIAGNOSTIC],
+            "positive_control": [i.as_dict() for i in self.items if i.kind == POSITIVE],
+            "finding": [i.as_dict() for i in self.items if i.kind == FINDING],
         }
 
 
@@ -121,8 +130,9 @@ def _paper_claims(results: dict[str, Any], tables: dict[str, pd.DataFrame],
 
     spec: list[tuple[str, str, str, list[Item]]] = [
         ("ratios_converge_constant_lr", "networks",
-         "Abstract: with any constant lr the layerwise ELR ratios converge to 1, despite "
-         "the initial gradient explosion.",
+         "Abstract: with a constant lr the layerwise ELR ratios converge to 1, despite "
+         "the initial gradient explosion (the paper says any constant lr; graded at the "
+         "lr measured, named in the evidence).",
          [*real("fig03", M.real_ratio_convergence),
           sym("unique_attractor"), sym("convergence_rate"),
           model("fig04", verdict_ratio_sim, source="fig04 simulation"),
@@ -154,7 +164,8 @@ def _paper_claims(results: dict[str, Any], tables: dict[str, pd.DataFrame],
          "weight and gradient norm at step 10 of a real ResNet NoShort across lrs.",
          real("fig01", M.real_norms_step10)),
         ("model_describes_transformer", "networks",
-         "Fig. 10 / summary: the model carries over to Transformers with LayerNorm.",
+         "Fig. 10 / summary: the model carries over to Transformers with LayerNorm (graded "
+         "at the one constant lr measured, named in the evidence).",
          real("fig10", M.real_transformer)),
         ("discrete_below_continuous", "model",
          "Fig. 4: the discrete model's ELRs stay at or below the continuous (gradient-flow) "
@@ -182,10 +193,10 @@ def _paper_claims(results: dict[str, Any], tables: dict[str, pd.DataFrame],
 
 
 def _row(cid: str, kind: str, subject: str, statement: str, items: list[Item]) -> ReportRow:
-    verdict, theory, evidence = combine(items, subject)
+    verdict, qualifier, theory, evidence = combine_with_qualifier(items, subject)
     commands = list(dict.fromkeys(i.command for i in items if i.command))
     return ReportRow(cid, kind, subject, statement, verdict, theory, evidence,
-                     "; ".join(commands), items)
+                     "; ".join(commands), items, qualifier)
 
 
 def _derived_claims(results: dict[str, Any], tables: dict[str, pd.DataFrame],
@@ -201,7 +212,7 @@ def _derived_claims(results: dict[str, Any], tables: dict[str, pd.DataFrame],
          _model_item(tables, notes, "fig11", verdict_weight_decay, profile,
                      source="fig11 drift simulation")]))
     rows.append(_row(
-        "momentum_u_growth_measured", "derived", "model",
+        "momentum_u_growth_drift", "derived", "model",
         "With heavy-ball momentum beta and uncorrelated gradients, u = E_update^-2 grows "
         "by 2(1+beta)/(1-beta) per step (drift simulation).",
         [_symbolic_item(results, "momentum_equilibrium", required=False),
@@ -291,14 +302,17 @@ def summary_line(rows: Sequence[ReportRow]) -> str:
 
 
 def _real_cell(row: ReportRow) -> str:
-    real = [i for i in row.items if i.kind in (REAL, DIAGNOSTIC)]
+    real = [i for i in row.items if i.kind in (REAL, DIAGNOSTIC, POSITIVE, FINDING)]
     if not real:
         return "none (model claim)" if row.subject == "model" else "no measurement"
     out = []
     for i in real:
-        tag = "diagnostic" if i.kind == DIAGNOSTIC else ("" if i.primary else "secondary, ")
+        if i.kind == REAL:
+            tag = "" if i.primary else "secondary, "
+        else:
+            tag = f"{i.kind}, "
         extra = f"; threshold {i.threshold}; control: {i.control}" if i.threshold else ""
-        out.append(f"**{i.verdict}** ({tag}{i.source}): {i.evidence}{extra}")
+        out.append(f"**{i.verdict_text()}** ({tag}{i.source}): {i.evidence}{extra}")
     return "<br>".join(_cell(x) for x in out)
 
 
@@ -334,7 +348,7 @@ def render_markdown(rows: Sequence[ReportRow], profile: str | None = None) -> st
         for r in rows:
             if r.kind == kind:
                 lines.append(f"| **{r.claim}**<br>{_cell(r.statement)} | {r.subject} | "
-                             f"**{r.verdict}** | {r.theory} | {_real_cell(r)} | "
+                             f"**{r.verdict_text()}** | {r.theory} | {_real_cell(r)} | "
                              f"{_model_cell(r)} | `{_cell(r.command)}` |")
         lines.append("")
     lines += ["## Thresholds", "",

@@ -174,3 +174,7 @@ cli_figure_names = st.one_of(
 #: Unknown or misspelled option values for choice-like options.
 cli_words = st.one_of(st.sampled_from(["", "nan", "-1", "CONSTANT", "quick ", "none"]),
                       st.text(alphabet="abcxyz_-", min_size=1, max_size=8))
+
+#: Per-seed distances from a target (decades), 3 seeds, and how far one seed moves away.
+seed_distances = st.lists(st.floats(0.0, 1.5, allow_nan=False), min_size=3, max_size=3)
+seed_moves = st.tuples(st.integers(0, 2), st.floats(0.0, 1.0, allow_nan=False))

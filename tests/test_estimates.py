@@ -72,7 +72,8 @@ def test_grade_lower_is_better(interval, verdict):
     ((0.06, 0.1, 0.2), False, E.CONFIRMED),
     ((-0.1, 0.02, 0.2), False, E.PARTLY),
     ((-0.2, -0.02, 0.1), False, E.PARTLY),
-    ((-0.2, -0.02, 0.1), True, E.REFUTED),  # does worse on average: never partly
+    ((-0.2, -0.02, 0.1), True, E.PARTLY),   # a point estimate alone never refutes
+    ((-0.2, -0.1, 0.04), True, E.REFUTED),  # surely short of the claimed gain
     ((-0.3, -0.2, -0.1), False, E.REFUTED),
 ])
 def test_grade_higher_is_better(interval, strict, verdict):
@@ -128,3 +129,71 @@ def test_every_threshold_has_a_reason_and_is_in_the_table():
         assert getattr(T, t.name) == pytest.approx(t.value)
         assert f"| `{t.name}` |" in table
     assert T.MIN_SEEDS == 3 and T.CONFIDENCE == 0.95
+
+
+def test_log_scale_interval_is_the_t_interval_of_the_logs():
+    errors = [1371.0, 311.0, 515.0]
+    est = E.log_scale_across_seeds(errors, "e", reference=0.5, floor=1e-12)
+    y = np.log(errors)
+    half = T975[2] * y.std(ddof=1) / math.sqrt(3)
+    assert est.value == pytest.approx(math.exp(y.mean()), rel=1e-12)
+    assert est.low == pytest.approx(math.exp(y.mean() - half), rel=1e-12)
+    assert est.high == pytest.approx(math.exp(y.mean() + half), rel=1e-12)
+    assert est.scale == "log" and est.low > 0
+    assert E.grade(est, 0.2, 0.5, better="lower") == E.REFUTED
+    with pytest.raises(ValueError, match=r"^errors must be non-negative, got -1$"):
+        E.log_scale_across_seeds([-1.0, 1.0, 2.0], "e", reference=0.5, floor=1e-12)
+
+
+def test_monotone_envelope_contains_the_t_interval_and_never_has_zero_width():
+    x = [0.3, 0.5, 0.9]
+    plain = E.across_seeds(x, "x")
+    env = E.monotone_across_seeds(x, "x", resolution=0.0)
+    assert env.high >= plain.high - 1e-12
+    same = E.monotone_across_seeds([0.6, 0.6, 0.6], "x", resolution=0.05)
+    # low: equal seeds, so only the floor: 0.6 - t * 0.05 / sqrt(3); high: the worst of the
+    # 8 corners of [0, 0.6]^3, brute force here
+    assert same.low == pytest.approx(0.6 - T975[2] * 0.05 / math.sqrt(3), rel=1e-12)
+    import itertools
+
+    corners = [np.array(c) for c in itertools.product((0.0, 0.6), repeat=3)]
+    high = max(c.mean() + T975[2] * math.sqrt(c.var(ddof=1) + 0.05**2) / math.sqrt(3)
+               for c in corners)
+    assert same.high == pytest.approx(high, rel=1e-12)
+    assert same.low < same.value < same.high
+
+
+def test_bootstrap_drops_degenerate_resamples_instead_of_a_nan_interval():
+    x = np.array([0.0, 1.0, 2.0])
+
+    def spread_of(idx):  # NaN when a resample draws one run three times
+        v = x[idx[0]]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return v.std(axis=-1) / v.std(axis=-1) * v.mean(axis=-1)
+
+    est = E.stratified_bootstrap([np.arange(3)], spread_of, "m", n_seeds=3)
+    assert math.isfinite(est.low) and math.isfinite(est.high)
+    assert "degenerate resamples dropped" in est.method
+    # 3 of the 27 equally likely resamples are degenerate: about 11% of 2000
+    n = int(est.method.split(", ")[1].split()[0])
+    assert 150 < n < 300
+
+
+def test_seeds_to_decide_and_the_undecidable_band():
+    est = E.Estimate("x", 0.1, -0.33, 0.53, "t interval", 3, 3, 0.0, "d")
+    # s = 0.86 * sqrt(3) / (2 * 4.303) = 0.1731; need t_{m-1} 0.1731/sqrt(m) < 0.1
+    text = E.seeds_to_decide(est, 0.2, 0.5, better="lower")
+    from scipy import stats
+
+    s = 0.86 * math.sqrt(3) / (2 * T975[2])
+    m = next(k for k in range(3, 100)
+             if stats.t.ppf(0.975, k - 1) * s / math.sqrt(k) < 0.1)
+    assert text == f"about {m} seeds would decide it (confirm)"
+    inside = E.Estimate("x", 0.3, 0.1, 0.5, "t interval", 3, 3, 0.0, "d")
+    assert E.seeds_to_decide(inside, 0.2, 0.5, better="lower") == \
+        "undecidable: the effect lies inside the threshold band"
+
+
+def test_infinite_effect_size_prints_inf():
+    est = E.across_seeds([0.3, 0.3, 0.3], "x", reference=0.0)
+    assert est.effect_size == math.inf and "Cohen's d = inf" in est.describe()

@@ -256,7 +256,7 @@ def test_report_without_measurements_grades_no_network_claim(tmp_path):
     assert by["ratios_converge_constant_lr"].theory == "consistent"  # SymPy agrees
     assert by["lemma_3_4_flipping_conditions"].verdict == V.CONFIRMED
     assert by["lemma_3_4_flipping_conditions"].subject == "model"
-    assert by["momentum_u_growth_measured"].verdict == V.NOT_TESTED  # no drift run
+    assert by["momentum_u_growth_drift"].verdict == V.NOT_TESTED  # no drift run
 
 
 def test_failed_symbolic_check_refutes_model_claims(tmp_path):
