@@ -89,6 +89,7 @@ __all__ = [
     "COMPACT_FLOATS",
     "has_run_field",
     "quiet_log_ticks",
+    "image_size_kwargs",
     "long_term_specs",
     "long_term_measure",
 ]
@@ -636,3 +637,17 @@ def quiet_log_ticks(ax: Any, axis: str = "x") -> None:
 
     target = ax.xaxis if axis == "x" else ax.yaxis
     target.set_minor_formatter(NullFormatter())
+
+
+def image_size_kwargs(cfg: dict[str, Any]) -> dict[str, Any]:
+    """``{"image_size": ...}`` when a figure config sets it and RunConfig knows the field.
+
+    Before RunConfig has ``image_size`` a config that sets it cannot be built as asked:
+    a ``ValueError`` then names the field instead of running at another size silently.
+    """
+    if "image_size" not in cfg:
+        return {}
+    if not has_run_field("image_size"):
+        raise ValueError(f"image_size: this RunConfig has no field 'image_size' (asked for "
+                         f"{cfg['image_size']} on data {cfg.get('data')!r})")
+    return {"image_size": cfg["image_size"]}

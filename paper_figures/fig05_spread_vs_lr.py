@@ -55,10 +55,12 @@ CSV columns (one row per source, depth, shortcuts, seed, lr, gradient and probe)
 
 Side table ``c_ratio`` (one row per depth, shortcuts, seed, lr, gradient, probe, layer)
 -------------------------------------------------------------------------------------
-``depth, shortcuts, seed, lr, gradient, probe`` as above (real sweeps only; the lrs of
-the 0.1-decade grid), ``layer`` (index of the scale-invariant layer, 0 = input side),
-``c_ratio`` (:math:`c_1/c_0 = \lVert g_1\rVert\lVert w_1\rVert /
-(\lVert g_0\rVert\lVert w_0\rVert)`; exactly 1 for the controls).
+``depth, shortcuts, seed, lr, gradient, probe`` as above (real sweeps only: the real
+gradient at every lr of the 0.1-decade grid for both probes; the controls, exactly 1 by
+construction and the same for both probes, at the grid's whole decades from
+:math:`\eta^*` with ``probe = same_batch`` only, which keeps the table small enough to
+commit), ``layer`` (index of the scale-invariant layer, 0 = input side), ``c_ratio``
+(:math:`c_1/c_0 = \lVert g_1\rVert\lVert w_1\rVert / (\lVert g_0\rVert\lVert w_0\rVert)`).
 """
 
 from __future__ import annotations
@@ -208,6 +210,8 @@ def _real_one_step(real: dict, depth: int, shortcuts: bool,
     frames, ratios = [], []
     index = {name: i for i, name in enumerate(probe.attrs["layers"])}
     on_coarse = lambda v: np.isin(v, coarse)  # noqa: E731
+    step = max(1, round((len(coarse) - 1) / (2 * real["decades"])))
+    decade_lrs = coarse[::step]
     for name, table in tables.items():
         sweep = sweep_of_layer_table(table)
         frames.append(pd.DataFrame({
@@ -219,7 +223,13 @@ def _real_one_step(real: dict, depth: int, shortcuts: bool,
             "probe": name, "robust_spread_one_step": sweep["robust_spread_measured"],
             "dead_layers": sweep["dead_layers"],
         }))
-        t = table[on_coarse(table["lr"].to_numpy())]
+        # c1/c0 of the real gradients on the 0.1-decade grid; the controls' (1 by
+        # construction, the same for both probes) on the same batch at whole decades only,
+        # so that the table stays small enough to commit
+        lr_col, kind = table["lr"].to_numpy(), table["gradient"].to_numpy()
+        keep = on_coarse(lr_col) & ((kind == "real") | (
+            (name == "same_batch") & np.isin(lr_col, decade_lrs)))
+        t = table[keep]
         ratios.append(pd.DataFrame({
             "depth": depth, "shortcuts": shortcuts, "seed": seed, "lr": t["lr"].to_numpy(),
             "gradient": t["gradient"].to_numpy(), "probe": name,
