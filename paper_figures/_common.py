@@ -15,8 +15,12 @@ Profiles
 --------
 ``micro``  seconds per figure; only for the smoke test (numbers are not meaningful).
 ``quick``  CPU, all twelve in under 10 minutes on two cores; >= 3 seeds per real statistic.
-``deep``   CPU, ResNet-56/110 at the standard width on digits, >= 3 seeds, >= 1000 steps
-           where final accuracy is graded; about 90 minutes on two cores, resumable per run.
+``deep``   CPU, ResNet-56/110 on Fashion-MNIST (28x28 for runs of <= 10 steps, 14x14 for
+           the long ones), Short and NoShort where the claim is about depth, >= 3 seeds
+           (>= 5 where an accuracy is graded), 1000 steps where final accuracy is graded;
+           about 2 hours on two cores (``--launcher local --jobs 2``), resumable per run.
+           Needs a RunConfig with ``image_size`` and ``data="fashion-mnist"``; without them
+           the plan stops with a ValueError naming ``image_size``.
 ``full``   the paper's settings (ResNet-56/110, thousands of steps); needs a GPU.
 
 Planned runs
@@ -509,7 +513,7 @@ def long_term_specs(cfg: dict[str, Any], *, drift: bool,
                   width=cfg["width"], data=resolve_data(cfg["data"]), steps=cfg["steps"],
                   batch_size=cfg["batch_size"], lr=cfg["lr"], momentum=cfg.get("momentum", 0.0),
                   drift=drift, seed=seed, device=device, checkpoint_every=10**9,
-                  sync_every=min(cfg["steps"], 200)))
+                  sync_every=min(cfg["steps"], 200), **image_size_kwargs(cfg)))
             for seed in cfg["seeds"] for affine in (False, True)]
 
 
@@ -524,8 +528,7 @@ def long_term_measure(cfg: dict[str, Any], *, drift: bool, cache_dir: str | Path
         index = {name: i for i, name in enumerate(layers)}
         keep = thin_steps(cfg["steps"], cfg.get("max_points", 2000))
         t = table[table["step"].isin(keep)].copy()
-        g = t[t["elr"] > 0].groupby("step")["elr"]
-        t["spread"] = t["step"].map(g.max() / g.min())
+        t["spread"] = t["step"].map(live_spreads(t)["spread"])
         t["affine"] = int(labels["affine"])
         t["seed"] = labels["seed"]
         t["layer_index"] = t["layer"].map(index)

@@ -17,7 +17,7 @@ CSV columns (one row per affine setting, seed, recorded step and layer)
 ``grad_norm``    :math:`\|\nabla w\|` (the real gradient)
 ``elr``          gradient ELR :math:`\eta\|\nabla w\|/\|w\|`
 ``update_elr``   :math:`\|\Delta w\|/\|w\|` of the step taken
-``spread``       max/min ELR over the layers at that step
+``spread``       max/min ELR over the live layers at that step
 ``loss``         training-batch loss
 """
 

@@ -103,7 +103,7 @@ CONFIGS = {
     "deep": {"depths": [56, 110], "steps": 10, "lr_min": 1e-4, "lr_max": 1e3, "n_lrs": 281,
              "decades_per_layer": DECADES_PER_LAYER,
              "real": {"depths": [56, 110], "shortcuts": [False, True], "width": 16,
-                      "data": "fashion-mnist", "image_size": 28, "batch_size": 128,
+                      "data": "fashion-mnist", "image_size": 28, "batch_size": 64,
                       **_SWEEP, "seeds": [0, 1, 2]}},
     "full": {"depths": [20, 56, 110], "steps": 10, "lr_min": 1e-6, "lr_max": 1e4,
              "n_lrs": 1001, "decades_per_layer": DECADES_PER_LAYER,

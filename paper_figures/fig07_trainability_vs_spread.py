@@ -62,7 +62,7 @@ CONFIGS = {
     "quick": {"depths": [8, 20, 38], "lrs": [0.03, 0.3, 3.0], "width": 4, "data": "digits",
               "batch_size": 64, "steps": 120, "momentum": 0.0, "seeds": [0, 1, 2]},
     "deep": {"depths": [56, 110], "lrs": [0.02, 0.2, 2.0], "width": 8,
-             "data": "fashion-mnist", "image_size": 14, "batch_size": 64, "steps": 500,
+             "data": "fashion-mnist", "image_size": 14, "batch_size": 64, "steps": 1000,
              "momentum": 0.9, "seeds": [0, 1, 2, 3, 4]},
     "full": {"depths": [20, 56, 110], "lrs": [0.01, 0.03, 0.1, 0.3, 1.0, 3.0], "width": 16,
              "data": "cifar10", "batch_size": 128, "steps": 5000, "momentum": 0.9,

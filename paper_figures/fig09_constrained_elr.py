@@ -68,7 +68,7 @@ CONFIGS = {
               "lrs": [0.1, 1.0, 10.0, 100.0], "momentum": 0.9, "weight_decay": 5e-4,
               "lr_other": 0.1, "target_elr": 0.02, "seeds": [0, 1, 2], "decay": "cosine"},
     "deep": {"depth": 56, "width": 8, "data": "fashion-mnist", "image_size": 14,
-             "batch_size": 64, "steps": 500, "lrs": [0.1, 1.0, 10.0], "momentum": 0.9,
+             "batch_size": 64, "steps": 1000, "lrs": [0.1, 1.0, 10.0], "momentum": 0.9,
              "weight_decay": 5e-4, "lr_other": 0.1, "target_elr": 0.02,
              "seeds": [0, 1, 2, 3, 4], "decay": "cosine"},
     "full": {"depth": 56, "width": 16, "data": "cifar10", "batch_size": 128, "steps": 10000,
