@@ -37,6 +37,7 @@ from paper_figures import _common as C  # noqa: E402
 FIGURE = "fig02"
 SLUG = "long_term_drift"
 TITLE = "Long-term per-layer ELR evolution with drift gradients, without/with affine BN"
+FLOAT_FORMAT = C.COMPACT_FLOATS  # per-step tables: small enough to commit
 COLUMNS = C.LONG_TERM_COLUMNS
 DRIFT = True
 CONFIGS = {

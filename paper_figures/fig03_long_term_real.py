@@ -37,6 +37,7 @@ from paper_figures.fig02_long_term_drift import CONFIGS as LONG_TERM_CONFIGS  # 
 FIGURE = "fig03"
 SLUG = "long_term_real"
 TITLE = "Long-term per-layer ELR evolution with real gradients, without/with affine BN"
+FLOAT_FORMAT = C.COMPACT_FLOATS  # per-step tables: small enough to commit
 COLUMNS = C.LONG_TERM_COLUMNS
 DRIFT = False
 #: The same networks and settings as figure 2, with >= 3 seeds: these runs are graded.

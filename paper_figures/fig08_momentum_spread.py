@@ -45,6 +45,7 @@ from paper_figures import _common as C  # noqa: E402
 FIGURE = "fig08"
 SLUG = "momentum_spread"
 TITLE = "Momentum effect on the ELR spread: drift simulation and real network"
+FLOAT_FORMAT = C.COMPACT_FLOATS  # per-step tables: small enough to commit
 COLUMNS = ("source", "momentum", "seed", "step", "layer", "layer_index", "lr", "elr",
            "update_elr", "spread")
 CONFIGS = {
