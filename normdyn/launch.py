@@ -49,7 +49,8 @@ LAUNCHERS = ("inprocess", "local", "submitit")
 _THROUGHPUT = {"gpu": 30e12, "cpu": 40e9}
 _LAUNCH = {"gpu": 12e-6, "cpu": 40e-6}
 _KERNELS_PER_LAYER = 10  # conv/linear + norm + activation, forward and backward, monitor
-_IMAGE_SIDE = {"digits": 8, "digits32": 32, "synthetic": 32, "cifar10": 32, "cifar100": 32}
+_IMAGE_SIDE = {"digits": 8, "digits32": 32, "synthetic": 32, "cifar10": 32, "cifar100": 32,
+               "fashion-mnist": 28}
 
 
 @dataclass(frozen=True)
@@ -96,7 +97,7 @@ def estimate_seconds(config: dict[str, Any], device: str = "gpu") -> float:
     batch = int(config.get("batch_size", 64))
     steps = int(config.get("steps", 100))
     if arch == "resnet":
-        side = _IMAGE_SIDE.get(config.get("data", "digits"), 32)
+        side = int(config.get("image_size") or _IMAGE_SIDE.get(config.get("data", "digits"), 32))
         width = int(config.get("width") or 16)
         # 3 stages of (depth-2)/3 convs at widths w, 2w, 4w on side^2, side^2/4, side^2/16
         # pixels: each stage costs about 9 * side^2 * w^2 * (depth-2)/3 multiply-adds.

@@ -53,7 +53,8 @@ CONFIGS = {
               "lrs": [0.1, 10.0], "seeds": [0]},
     "quick": {"depth": 20, "width": 8, "data": "digits", "batch_size": 64, "step": 10,
               "lrs": [0.01, 0.05, 0.2, 1.0, 5.0, 20.0, 100.0], "seeds": [0, 1, 2]},
-    "deep": {"depth": 56, "width": 16, "data": "digits", "batch_size": 64, "step": 10,
+    "deep": {"depth": 56, "width": 16, "data": "fashion-mnist", "image_size": 28,
+             "batch_size": 64, "step": 10,
              "lrs": [0.01, 0.05, 0.2, 1.0, 5.0, 20.0, 100.0], "seeds": [0, 1, 2]},
     "full": {"depth": 56, "width": 16, "data": "cifar10", "batch_size": 128, "step": 10,
              "lrs": np.geomspace(1e-3, 1e3, 19).round(6).tolist(), "seeds": [0, 1, 2]},
@@ -72,7 +73,8 @@ def _specs(cfg: dict, profile: str) -> list[tuple[dict, dict]]:
              dict(arch="resnet", depth=cfg["depth"], shortcuts=False, width=cfg["width"],
                   data=C.resolve_data(cfg["data"]), steps=cfg["step"] + 1, batch_size=cfg["batch_size"],
                   lr=float(lr), drift=drift, seed=seed, device=device,
-                  checkpoint_every=10**6, sync_every=cfg["step"] + 1))
+                  checkpoint_every=10**6, sync_every=cfg["step"] + 1,
+                  **C.image_size_kwargs(cfg)))
             for seed in cfg["seeds"] for lr in cfg["lrs"] for drift in (False, True)]
 
 

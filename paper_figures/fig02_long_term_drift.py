@@ -18,7 +18,7 @@ CSV columns (one row per affine setting, seed, recorded step and layer)
 ``grad_norm``    :math:`\|\nabla w\|` (of the drift vector)
 ``elr``          gradient ELR :math:`\eta\|\nabla w\|/\|w\|`
 ``update_elr``   :math:`\|\Delta w\|/\|w\|` of the step taken
-``spread``       max/min ELR over the layers at that step
+``spread``       max/min ELR over the live layers at that step
 ``loss``         training-batch loss
 """
 
@@ -37,6 +37,7 @@ from paper_figures import _common as C  # noqa: E402
 FIGURE = "fig02"
 SLUG = "long_term_drift"
 TITLE = "Long-term per-layer ELR evolution with drift gradients, without/with affine BN"
+FLOAT_FORMAT = C.COMPACT_FLOATS  # per-step tables: small enough to commit
 COLUMNS = C.LONG_TERM_COLUMNS
 DRIFT = True
 CONFIGS = {
@@ -44,8 +45,8 @@ CONFIGS = {
               "steps": 6, "lr": 0.1, "seeds": [0]},
     "quick": {"depth": 20, "width": 8, "shortcuts": False, "data": "digits",
               "batch_size": 64, "steps": 600, "lr": 0.1, "seeds": [0]},
-    "deep": {"depth": 56, "width": 16, "shortcuts": False, "data": "digits",
-             "batch_size": 64, "steps": 1000, "lr": 0.1, "seeds": [0]},
+    "deep": {"depth": 56, "width": 16, "shortcuts": False, "data": "fashion-mnist",
+             "image_size": 14, "batch_size": 64, "steps": 1000, "lr": 0.1, "seeds": [0]},
     "full": {"depth": 56, "width": 16, "shortcuts": False, "data": "cifar10",
              "batch_size": 128, "steps": 20000, "lr": 0.1, "seeds": [0], "max_points": 3000},
 }

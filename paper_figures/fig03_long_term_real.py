@@ -17,7 +17,7 @@ CSV columns (one row per affine setting, seed, recorded step and layer)
 ``grad_norm``    :math:`\|\nabla w\|` (the real gradient)
 ``elr``          gradient ELR :math:`\eta\|\nabla w\|/\|w\|`
 ``update_elr``   :math:`\|\Delta w\|/\|w\|` of the step taken
-``spread``       max/min ELR over the layers at that step
+``spread``       max/min ELR over the live layers at that step
 ``loss``         training-batch loss
 """
 
@@ -37,6 +37,7 @@ from paper_figures.fig02_long_term_drift import CONFIGS as LONG_TERM_CONFIGS  # 
 FIGURE = "fig03"
 SLUG = "long_term_real"
 TITLE = "Long-term per-layer ELR evolution with real gradients, without/with affine BN"
+FLOAT_FORMAT = C.COMPACT_FLOATS  # per-step tables: small enough to commit
 COLUMNS = C.LONG_TERM_COLUMNS
 DRIFT = False
 #: The same networks and settings as figure 2, with >= 3 seeds: these runs are graded.

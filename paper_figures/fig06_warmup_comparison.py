@@ -25,8 +25,11 @@ CSV columns (one row per source, schedule, seed and step)
 ``step``        optimizer step
 ``lr_t``        learning rate used at the step
 ``target_lr``   the schedule's target lr
-``spread``      max/min ELR over the layers before the step
+``spread``      max/min ELR over the live layers before the step
+                (:func:`normdyn._spread.spread_max_min`)
 ``loss``        training-batch loss (NaN for the simulation)
+``robust_spread``  Q0.95/Q0.05 of the live layers' ELRs (:func:`normdyn._spread.robust_spread`)
+``dead_layers``    layers with a zero gradient or vanishing ELR at the step
 """
 
 from __future__ import annotations
@@ -45,7 +48,9 @@ from paper_figures import _common as C  # noqa: E402
 FIGURE = "fig06"
 SLUG = "warmup_comparison"
 TITLE = "Warm-up comparison: critical-lr warm-up vs none and tuned linear/exponential"
-COLUMNS = ("source", "schedule", "seed", "step", "lr_t", "target_lr", "spread", "loss")
+COLUMNS = ("source", "schedule", "seed", "step", "lr_t", "target_lr", "spread", "loss",
+           "robust_spread", "dead_layers")
+FLOAT_FORMAT = C.COMPACT_FLOATS
 #: name -> (make_schedule / RunConfig name, its length: n_steps or tau)
 SCHEDULES = {
     "critical": ("critical_warmup", None),
@@ -63,9 +68,9 @@ CONFIGS = {
     "quick": {"sim_depth": 56, "sim_lr": 1.0, "sim_steps": 200, "depth": 56, "width": 4,
               "data": "digits", "batch_size": 64, "lr": 1.0, "steps": 60, "momentum": 0.0,
               "seeds": [0, 1, 2], "decades_per_layer": 0.06},
-    "deep": {"sim_depth": 110, "sim_lr": 1.0, "sim_steps": 200, "depth": 110, "width": 16,
-             "data": "digits", "batch_size": 64, "lr": 1.0, "steps": 100, "momentum": 0.9,
-             "seeds": [0, 1, 2], "decades_per_layer": 0.06},
+    "deep": {"sim_depth": 110, "sim_lr": 1.0, "sim_steps": 200, "depth": 110, "width": 8,
+             "data": "fashion-mnist", "image_size": 14, "batch_size": 64, "lr": 1.0,
+             "steps": 100, "momentum": 0.9, "seeds": [0, 1, 2], "decades_per_layer": 0.06},
     "full": {"sim_depth": 110, "sim_lr": 1.0, "sim_steps": 2000, "depth": 110, "width": 16,
              "data": "cifar10", "batch_size": 128, "lr": 1.0, "steps": 2000, "momentum": 0.9,
              "seeds": [0, 1, 2], "decades_per_layer": 0.06},
@@ -93,8 +98,9 @@ def _simulated(cfg: dict) -> pd.DataFrame:
         sched = make_schedule(name, cfg["sim_lr"], **kw)
         sim = simulate_discrete(sigma2_0, c, cfg["sim_lr"], cfg["sim_steps"], schedule=sched,
                                 engine="numpy")
-        per_step = sim.groupby("step", as_index=False).agg(lr_t=("lr_t", "first"),
-                                                           spread=("spread", "first"))
+        per_step = sim.groupby("step", as_index=False).agg(lr_t=("lr_t", "first"))
+        live = C.live_spreads(sim, grad_norm=None)
+        per_step = per_step.join(live[["spread", "robust_spread", "dead_layers"]], on="step")
         frames.append(per_step.assign(source="simulated", schedule=label, seed=0,
                                       target_lr=cfg["sim_lr"], loss=np.nan))
     return pd.concat(frames, ignore_index=True)
@@ -107,7 +113,7 @@ def _specs(cfg: dict, profile: str) -> list[tuple[dict, dict]]:
                   data=C.resolve_data(cfg["data"]), steps=cfg["steps"], batch_size=cfg["batch_size"],
                   lr=cfg["lr"], momentum=cfg["momentum"], schedule=name,
                   schedule_steps=length, seed=seed, device=device, checkpoint_every=10**9,
-                  sync_every=min(cfg["steps"], 200)))
+                  sync_every=min(cfg["steps"], 200), **C.image_size_kwargs(cfg)))
             for seed in cfg["seeds"] for label, (name, length) in SCHEDULES.items()]
 
 
@@ -121,8 +127,7 @@ def _real(cfg: dict, cache_dir, refresh: bool, profile: str) -> pd.DataFrame:
     frames = []
     for labels, kwargs in _specs(cfg, profile):
         table, metrics, _ = C.train_run(cache_dir, refresh, **kwargs)
-        g = table[table["elr"] > 0].groupby("step")["elr"]
-        spread = (g.max() / g.min()).rename("spread")
+        spread = C.live_spreads(table)[["spread", "robust_spread", "dead_layers"]]
         per_step = metrics.set_index("step")[["lr", "loss"]].rename(columns={"lr": "lr_t"})
         per_step = per_step.join(spread, how="inner").reset_index()
         frames.append(per_step.assign(source="real", schedule=labels["schedule"],
@@ -149,8 +154,28 @@ STYLE = {"critical": dict(color="crimson", lw=1.8), "none": dict(color="k", lw=1
          "exp25": dict(color="tab:green", lw=1.0, ls="--")}
 
 
+def early_ratios(df: pd.DataFrame, early: int) -> pd.DataFrame:
+    """Real runs: per tuned schedule, the early-spread ratio critical / schedule.
+
+    Per seed the geometric-mean live spread over steps ``1..early`` of each schedule;
+    the paired log ratio across seeds gives ``(schedule, ratio, low, high)`` (mean and
+    95% Student-t interval, exponentiated).
+    """
+    d = df[(df["source"] == "real") & (df["step"] >= 1) & (df["step"] <= early)]
+    d = d[np.isfinite(d["spread"]) & (d["spread"] > 0)]
+    if d.empty or "critical" not in set(d["schedule"]):
+        return pd.DataFrame(columns=["schedule", "ratio", "low", "high"])
+    score = (d.assign(ls=np.log(d["spread"])).groupby(["schedule", "seed"])["ls"].mean()
+             .unstack("schedule"))
+    rows = []
+    for name in (s for s in SCHEDULES if s not in ("critical", "none") and s in score):
+        mean, low, high = C.seed_interval((score["critical"] - score[name]).dropna())
+        rows.append((name, *np.exp([mean, low, high])))
+    return pd.DataFrame(rows, columns=["schedule", "ratio", "low", "high"])
+
+
 def plot(df: pd.DataFrame, out_dir: str | Path, profile: str) -> list[Path]:
-    fig, axes = C.subplots(2, 2, width=4.0, height=2.8, sharex="col")
+    fig, axes = C.subplots(2, 3, width=3.7, height=2.8)
     for col, source in enumerate(("simulated", "real")):
         d = df[df["source"] == source]
         for label in SCHEDULES:
@@ -161,13 +186,40 @@ def plot(df: pd.DataFrame, out_dir: str | Path, profile: str) -> list[Path]:
             axes[1, col].plot(g.index, g["lr_t"], label=label, **STYLE[label])
         axes[0, col].set_yscale("log")
         axes[1, col].set_yscale("log")
-        axes[0, col].set_title(f"{source}: ELR spread")
+        axes[0, col].set_title(f"{source}: live ELR spread")
         axes[1, col].set_title(f"{source}: learning rate")
         axes[1, col].set_xlabel("step")
         axes[0, col].set_ylabel(r"$\max E / \min E$")
         axes[1, col].set_ylabel(r"$\eta_t$")
-    axes[0, 0].legend(loc="upper right")
-    C.footnote(fig, profile, "critical: eta_t = min(target, eta*_t)")
+        axes[0, col].sharex(axes[1, col])
+    early = int(C.threshold("WARMUP_EARLY_STEPS", 20))
+    factor = C.threshold("WARMUP_FACTOR", 1.5)
+    ax = axes[0, 2]
+    ratios = early_ratios(df, early)
+    x = np.arange(len(ratios))
+    if len(ratios):
+        ax.errorbar(x, ratios["ratio"], yerr=[ratios["ratio"] - ratios["low"],
+                                              ratios["high"] - ratios["ratio"]],
+                    fmt="o", color="crimson", capsize=3)
+    ax.axhspan(0.0, factor, color="tab:green", alpha=0.15, lw=0)
+    ax.axhline(factor, color="tab:green", lw=1.0)
+    ax.axhline(1.0, color="k", lw=0.6, ls=":")
+    ax.set_xticks(x)
+    ax.set_xticklabels(list(ratios["schedule"]), rotation=30)
+    ax.set_xlim(-0.5, max(len(ratios), 1) - 0.5)
+    ax.set_yscale("log")
+    C.quiet_log_ticks(ax, "y")
+    ax.set_ylabel(f"critical / tuned, spread over steps 1..{early}")
+    ax.set_title("real: early-spread ratio (95% seed interval)", fontsize=9)
+    legend = axes[1, 2]
+    legend.axis("off")
+    handles, labels = axes[0, 0].get_legend_handles_labels()
+    from matplotlib.patches import Patch
+
+    handles.append(Patch(color="tab:green", alpha=0.3))
+    labels.append(f"confirm band: ratio <= {factor:g}")
+    legend.legend(handles, labels, loc="center", ncol=2, title="schedule")
+    C.footnote(fig, profile, "critical: eta_t = min(target, eta*_t); spreads over live layers")
     return C.save_figure(fig, out_dir, output_stem(profile))
 
 

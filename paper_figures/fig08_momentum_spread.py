@@ -25,7 +25,8 @@ CSV columns (one row per source, momentum, seed, recorded step and layer)
 ``lr``           learning rate
 ``elr``          gradient ELR
 ``update_elr``   :math:`\|\Delta w\|/\|w\|` of the step taken
-``spread``       max/min ``update_elr`` over the layers at that step
+``spread``       max/min ``update_elr`` over the live layers at that step
+                 (:func:`normdyn._spread.spread_max_min`)
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ from paper_figures import _common as C  # noqa: E402
 FIGURE = "fig08"
 SLUG = "momentum_spread"
 TITLE = "Momentum effect on the ELR spread: drift simulation and real network"
+FLOAT_FORMAT = C.COMPACT_FLOATS  # per-step tables: small enough to commit
 COLUMNS = ("source", "momentum", "seed", "step", "layer", "layer_index", "lr", "elr",
            "update_elr", "spread")
 CONFIGS = {
@@ -72,9 +74,13 @@ def output_stem(profile: str) -> str:
 
 
 def _update_spread(frame: pd.DataFrame, keys: list[str]) -> pd.Series:
-    ok = frame[frame["update_elr"] > 0]
-    g = ok.groupby([*keys, "step"])["update_elr"]
-    spread = (g.max() / g.min()).rename("spread")
+    """Per row: max/min ``update_elr`` over the live layers of its (keys, step) group."""
+    from normdyn._spread import spread_table
+
+    ok = frame[np.isfinite(frame["update_elr"].to_numpy(dtype=np.float64))]
+    grad = "grad_norm" if "grad_norm" in frame.columns else None
+    spread = spread_table(ok, [*keys, "step"], elr="update_elr", grad_norm=grad)
+    spread = spread.set_index([*keys, "step"])["spread"]
     return frame.drop(columns="spread", errors="ignore").join(spread, on=[*keys, "step"])["spread"]
 
 

@@ -44,6 +44,7 @@ from paper_figures import _common as C  # noqa: E402
 FIGURE = "fig10"
 SLUG = "transformer_replay"
 TITLE = "Transformer with LayerNorm: measured ELRs vs simulated (replay / constant c)"
+FLOAT_FORMAT = C.COMPACT_FLOATS  # per-step tables: small enough to commit
 COLUMNS = ("norm_position", "source", "seed", "step", "layer", "lr", "sigma2", "elr",
            "cos_wg")
 CONFIGS = {

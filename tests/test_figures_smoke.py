@@ -46,6 +46,10 @@ def test_script_micro_profile_writes_png_pdf_csv(fig, tmp_path):
     assert len(frame) > 0
     meta = json.loads((tmp_path / f"{stem}.json").read_text())
     assert meta["profile"] == "micro" and meta["columns"] == list(module.COLUMNS)
+    for suffix, columns in getattr(module, "SIDE_COLUMNS", {}).items():
+        side = pd.read_csv(tmp_path / f"{stem}_{suffix}.csv")
+        assert list(side.columns) == list(columns) and len(side) > 0
+        assert (tmp_path / f"{stem}_{suffix}.json").is_file()
     # the measurement is cached under out/cache and reused
     cached = sorted((tmp_path / "cache").glob(f"{stem}-*.csv"))
     assert cached, "no cached measurement"

@@ -39,6 +39,12 @@ def test_plan_is_exactly_what_measure_trains(fig, monkeypatch, tmp_path):
     module.measure("micro", tmp_path / "cache", False)
     assert calls == module.plan("micro")
     for profile in ("quick", "deep", "full"):
+        deep_needs_size = profile == "deep" and "image_size" in json.dumps(
+            module.CONFIGS["deep"]) and not C.has_run_field("image_size")
+        if deep_needs_size:  # the deep profile's Fashion-MNIST sizes need RunConfig.image_size
+            with pytest.raises(ValueError, match=r"^image_size: this RunConfig has no field"):
+                module.plan(profile)
+            continue
         assert module.plan(profile), f"{fig}: empty plan for {profile}"
 
 
