@@ -143,7 +143,12 @@ def load_model(spec: str, *, num_classes: int | None = None,
     elif prefix == "hf":
         model = _hf_model(name, num_classes)
     elif prefix == "normdyn":
-        model = _normdyn_model(name, num_classes, input_shape)
+        try:
+            model = _normdyn_model(name, num_classes, input_shape)
+        except ValueError as exc:
+            message = str(exc)
+            raise ValueError(message if message.startswith("model:")
+                             else f"model: {spec}: {message}") from None
     else:
         model = _factory_model(prefix, name)
     if not isinstance(model, nn.Module):
