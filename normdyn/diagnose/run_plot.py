@@ -97,12 +97,12 @@ def plot_run(source: Any, *, layers: str | None = None, every: int = 1,
     step_k, layer_k = _every(len(steps), MAX_STEPS), _every(len(names), MAX_LAYERS)
     if step_k > 1:
         steps = steps[::step_k]
-        notes.append(f"every {step_k * every}th step")
+        notes.append(f"1 in {step_k * every} steps")
     elif every > 1:
-        notes.append(f"every {every}th step")
+        notes.append(f"1 in {every} steps")
     if layer_k > 1:
         names = names[::layer_k]
-        notes.append(f"every {layer_k}th layer")
+        notes.append(f"1 in {layer_k} layers")
     frame = frame[frame["step"].isin(steps) & frame["layer"].astype(str).isin(names)]
     frame = frame.assign(layer=frame["layer"].astype(str))
 
