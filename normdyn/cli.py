@@ -1,4 +1,4 @@
-"""The ``normdyn`` command line: ``check | simulate | validate | figures | report``.
+"""The ``normdyn`` command line: ``check | simulate | validate | figures | report | diagnose | plot``.
 
 Bad input (a ``ValueError`` naming the parameter, a missing file, an allocation beyond
 memory) is printed as one line on stderr with exit code 2 and no traceback.
@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 __all__ = ["main", "build_parser"]
 
-COMMANDS = ("check", "simulate", "validate", "figures", "report")
+COMMANDS = ("check", "simulate", "validate", "figures", "report", "diagnose", "plot")
 
 
 def build_parser() -> argparse.ArgumentParser:
