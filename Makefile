@@ -25,7 +25,7 @@ test: $(STAMP)
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 figures: $(STAMP)
-	$(VENV)/bin/normdyn figures --launcher local --jobs 2
+	$(VENV)/bin/normdyn figures --launcher local --jobs 2 --out paper_figures/quick
 
 check: $(STAMP)
 	$(VENV)/bin/normdyn check

@@ -136,11 +136,16 @@ def combine_with_qualifier(items: Sequence[Item],
 # ----------------------------------------------------------------------------- tables
 
 
+#: Side tables written beside a figure's main table (``<stem>_c_ratio.csv``): never the main one.
+SIDE_TABLE_SUFFIXES = ("_c_ratio",)
+
+
 def find_figure_csv(out_dir: str | Path, figure: str, profile: str | None = None) -> Path | None:
     """The CSV of ``figure`` in ``out_dir`` (``<figure>_*_<profile>.csv``; newest wins)."""
     out_dir = Path(out_dir)
     pattern = f"{figure}_*_{profile}.csv" if profile else f"{figure}_*.csv"
-    found = [p for p in out_dir.glob(pattern) if p.is_file()]
+    found = [p for p in out_dir.glob(pattern)
+             if p.is_file() and not p.stem.endswith(SIDE_TABLE_SUFFIXES)]
     return max(found, key=lambda p: p.stat().st_mtime) if found else None
 
 

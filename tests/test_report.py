@@ -321,3 +321,17 @@ def test_property_test_outcomes_are_model_evidence(tmp_path):
     conv = by["ratios_converge_constant_lr"]
     assert conv.verdict == V.NOT_TESTED and "property" in conv.evidence
     assert "property" not in by["spread_vs_trainability"].evidence
+
+
+def test_find_figure_csv_never_takes_a_side_table(tmp_path):
+    import os
+
+    from normdyn.evidence import find_figure_csv
+
+    main = tmp_path / "fig05_spread_vs_lr_L56_steps10_quick.csv"
+    side = tmp_path / "fig05_spread_vs_lr_L56_steps10_quick_c_ratio.csv"
+    main.write_text("a\n1\n")
+    side.write_text("a\n1\n")
+    os.utime(main, (1, 1))  # the side table is the newer one
+    assert find_figure_csv(tmp_path, "fig05") == main
+    assert find_figure_csv(tmp_path, "fig05", "quick") == main
