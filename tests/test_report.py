@@ -18,11 +18,9 @@ from normdyn import report as R
 from normdyn import verdicts as V
 from normdyn.estimates import MODEL, REAL, Item
 from normdyn.theory.numeric import (
-    critical_lr_of,
     elr_map,
     momentum_equilibrium_update_elr_leading,
     momentum_u_growth,
-    one_step_spread,
 )
 from normdyn.theory.registry import ClaimResult
 
@@ -52,12 +50,22 @@ def test_critical_lr_partly_when_close_but_not_within_tolerance():
     assert verdict == V.PARTLY
 
 
+def _typed_one_step_spread(lr: np.ndarray, a: np.ndarray) -> np.ndarray:
+    """S(lr) = max F(lr a)/min F(lr a), F(x) = x/(1+x^2): typed here, not the package's."""
+    x = np.outer(lr, a)
+    f = x / (1.0 + x * x)
+    return f.max(axis=1) / f.min(axis=1)
+
+
 def test_critical_lr_on_the_exact_one_step_spread():
     a = np.geomspace(1, 1e3, 20)
     lr = np.geomspace(1e-5, 1e1, 241)
-    s = one_step_spread(lr, a)
-    df = pd.DataFrame({"lr": lr, "spread": s, "critical_lr": critical_lr_of(a)})
+    eta_star = 1.0 / np.sqrt(a.max() * a.min())  # 1/sqrt(a_max a_min), typed
+    df = pd.DataFrame({"lr": lr, "spread": _typed_one_step_spread(lr, a),
+                       "critical_lr": eta_star})
     assert V.verdict_critical_lr(df)[0] == V.CONFIRMED
+    # the verdict reads the table it is given: eta* put a decade off is refuted
+    assert V.verdict_critical_lr(df.assign(critical_lr=10 * eta_star))[0] == V.REFUTED
 
 
 def test_missing_table_or_columns_is_not_tested():
