@@ -69,10 +69,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from normdyn._io import atomic_write_frame
+from normdyn.layers.detection import find_scale_invariant
 from normdyn.optim import ConstrainedELR, CriticalLRWarmup
 from normdyn.theory.numeric import critical_lr_of, one_step_spread
 from normdyn.validate.data import digits, make_batches
-from normdyn.validate.detection import find_scale_invariant
 from normdyn.validate.models import plain_mlp, resnet_cifar
 
 DEFAULT_OUT = Path("benchmarks/results")

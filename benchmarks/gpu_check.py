@@ -4,7 +4,7 @@ Run on a machine with one H100/H200 (``bash benchmarks/gpu_check.sh OUT``); it i
 to finish within 10 minutes there, so that it fits a 15-minute device lease with its
 set-up.  It
 
-1. lists the full profile's planned runs (:func:`normdyn.figures_runner.plan_figures`),
+1. lists the full profile's planned runs (:func:`normdyn.figures.runner.plan_figures`),
    on synthetic 32x32x3 images where no local CIFAR-10 is present (``$NORMDYN_DATA``);
 2. trains, per figure, its first planned run (seed 0) while the cost model's estimate
    of the total stays under ``--budget`` seconds, into ``OUT/full/cache`` (the run cache
@@ -40,8 +40,8 @@ def main(argv: list[str] | None = None) -> int:
     import pandas as pd
     import torch
 
-    from normdyn import figures_runner as FR
-    from normdyn.launch import collect_plan, estimate_seconds, launch
+    from normdyn.figures import runner as FR
+    from normdyn.figures.launch import collect_plan, estimate_seconds, launch
 
     out = args.out
     out.mkdir(parents=True, exist_ok=True)

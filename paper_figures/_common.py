@@ -39,8 +39,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
-import tempfile
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -58,6 +56,7 @@ from normdyn._io import (
     config_hash,
     provenance,
 )
+from normdyn.figures.run_cache import run_dir, train_run  # noqa: F401 - the scripts' API
 
 __all__ = [
     "PROFILES",
@@ -368,53 +367,6 @@ def run_device(profile: str) -> str:
     import torch
 
     return "cuda" if torch.cuda.is_available() else "cpu"
-
-
-def run_dir(cache_dir: str | Path, config: dict[str, Any]) -> Path:
-    """Where :func:`train_run` keeps the run of ``config`` under ``cache_dir``."""
-    from normdyn.launch import run_key
-
-    return Path(cache_dir) / "runs" / run_key(config)
-
-
-def train_run(
-    cache_dir: str | Path | None, refresh: bool = False, **config: Any,
-) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:
-    """One :func:`normdyn.validate.runs.run_training` run, kept under ``cache_dir/runs``.
-
-    Returns ``(steps, metrics, meta)``: the monitor's per-step, per-layer table, the
-    per-step lr/loss/accuracy and the run's ``config.json`` (with ``test_accuracy``).
-    A completed (or diverged) run of the same config is reused unless ``refresh``.  A run
-    that diverges (non-finite loss or norms) is *not* an error here: ``meta["status"]``
-    is ``"diverged"`` and the tables hold the steps recorded before it.
-    """
-    from normdyn._checks import NonFiniteError
-    from normdyn.launch import run_complete
-    from normdyn.validate.runs import RunConfig, load_run, run_training
-
-    cfg = RunConfig(**config)
-    if cache_dir is None:
-        tmp = tempfile.mkdtemp(prefix="normdyn-run-")
-        out = Path(tmp)
-    else:
-        tmp = None
-        out = run_dir(cache_dir, config)
-        if refresh and out.exists():
-            shutil.rmtree(out)
-    try:
-        if not run_complete(out):
-            try:
-                run_training(cfg, out, progress=False)
-            except NonFiniteError:
-                pass  # recorded as status "diverged" in config.json with the partial tables
-        steps, meta = load_run(out)
-        metrics_path = out / "metrics.csv"
-        metrics = (pd.read_csv(metrics_path) if metrics_path.is_file()
-                   else pd.DataFrame(columns=["step", "lr", "loss", "accuracy"]))
-    finally:
-        if tmp is not None:
-            shutil.rmtree(tmp, ignore_errors=True)
-    return steps, metrics, meta
 
 
 # --------------------------------------------------------------------------- plotting

@@ -175,8 +175,8 @@ def _real_one_step(real: dict, depth: int, shortcuts: bool,
     import torch.nn.functional as F
 
     from normdyn._spread import dead_mask, spread_max_min
+    from normdyn.layers.detection import find_scale_invariant
     from normdyn.theory.numeric import critical_lr_of
-    from normdyn.validate.detection import find_scale_invariant
     from normdyn.validate.lr_sweep import (
         one_step_layer_table,
         refined_sweep_lrs,

@@ -13,7 +13,7 @@ import sys
 import pandas as pd
 import pytest
 
-from normdyn import figures_runner as FR
+from normdyn.figures import runner as FR
 
 SCRIPTS = FR.discover()
 TORCH_FIGURES = {"fig01", "fig02", "fig03", "fig06", "fig07", "fig08", "fig09", "fig10",

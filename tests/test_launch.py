@@ -8,8 +8,8 @@ import json
 
 import pytest
 
-from normdyn import figures_runner as FR
-from normdyn import launch as L
+from normdyn.figures import launch as L
+from normdyn.figures import runner as FR
 
 pytest.importorskip("torch")
 

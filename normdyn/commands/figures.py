@@ -49,7 +49,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def _dry_run(args: argparse.Namespace, out: str) -> int:
-    from normdyn.figures_runner import plan_figures
+    from normdyn.figures.runner import plan_figures
 
     frame, inprocess = plan_figures(args.profile, out, only=args.only)
     if frame.empty:
@@ -63,7 +63,7 @@ def _dry_run(args: argparse.Namespace, out: str) -> int:
         print(f"profile {args.profile}: {len(frame)} runs ({len(todo)} not cached), "
               f"{int(frame['steps'].sum())} steps; estimated {todo['gpu_seconds'].sum() / 60:.1f}"
               f" GPU minutes or {todo['cpu_seconds'].sum() / 3600:.1f} CPU hours for the runs "
-              "not cached (rough cost model, see normdyn.launch)")
+              "not cached (rough cost model, see normdyn.figures.launch)")
     if inprocess:
         print("measured in process only (simulations, one-step sweeps): "
               + ", ".join(inprocess))
@@ -71,7 +71,7 @@ def _dry_run(args: argparse.Namespace, out: str) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    from normdyn.figures_runner import default_out_dir, run_figures
+    from normdyn.figures.runner import default_out_dir, run_figures
 
     if args.jobs < 1:
         raise ValueError(f"jobs must be >= 1, got {args.jobs}")

@@ -35,7 +35,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     import json
 
-    from normdyn.figures_runner import default_out_dir
+    from normdyn.figures.runner import default_out_dir
     from normdyn.report import build_report, format_table, write_report
 
     out = args.out or str(default_out_dir())

@@ -1,7 +1,7 @@
 r"""``normdyn.diagnose(model, batch)``: the ELR picture of any torch model, from one batch.
 
 For every conv/linear weight (a *candidate layer*) the scale-invariance detector
-(:mod:`normdyn.validate.detection`) decides whether a normalization absorbs its scale.
+(:mod:`normdyn.layers.detection`) decides whether a normalization absorbs its scale.
 The tracked layers are the scale-invariant, trainable ones; for each, at the given
 weights :math:`w_0` and gradient :math:`g_0` on ``batch``,
 
@@ -42,8 +42,8 @@ from normdyn._checks import check_positive
 from normdyn._spread import dead_mask, robust_spread, spread_max_min
 from normdyn.diagnose._state import Snapshot
 from normdyn.diagnose.lr_curve import LR_CURVE_COLUMNS, OneStepProbe, compute_loss, default_lrs
+from normdyn.layers.detection import analyze_scale_invariance
 from normdyn.theory.numeric import critical_lr_of, gradient_elr
-from normdyn.validate.detection import analyze_scale_invariance
 
 __all__ = ["Diagnosis", "diagnose", "LAYER_COLUMNS", "SUMMARY_KEYS", "DISAGREEMENT_DECADES"]
 

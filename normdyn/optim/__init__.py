@@ -1,7 +1,7 @@
 """Torch components built on the theory: :class:`CriticalLRWarmup` and :class:`ConstrainedELR`.
 
 Both track the scale-invariant layers of a model (detected by
-:mod:`normdyn.validate.detection`, or given with ``params=``) and take every formula
+:mod:`normdyn.layers.detection`, or given with ``params=``) and take every formula
 from :mod:`normdyn.theory.numeric`.
 """
 

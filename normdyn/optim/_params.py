@@ -1,7 +1,7 @@
 """Shared parameter resolution, one-line messages and batched norms for the optimizer components.
 
 :func:`resolve_tracked` decides which weight tensors a component tracks: the
-scale-invariant layers that :func:`normdyn.validate.detection.find_scale_invariant`
+scale-invariant layers that :func:`normdyn.layers.detection.find_scale_invariant`
 detects in ``model`` (a ``torch.compile`` wrapper is unwrapped), or an explicit
 ``params=`` override.  Frozen tensors (``requires_grad=False``) and tensors the
 optimizer does not hold are *skipped with a note*: they are listed in
@@ -101,7 +101,7 @@ def _named_from_override(params: Any, model: nn.Module | None) -> list[tuple[str
 def _named_from_detection(
     model: nn.Module, example_input: Any, owner: str
 ) -> list[tuple[str, Tensor]]:
-    from normdyn.validate.detection import find_scale_invariant  # lazy: heavy and optional
+    from normdyn.layers.detection import find_scale_invariant  # lazy: heavy and optional
 
     layers = find_scale_invariant(model, example_input)
     parameters = dict(model.named_parameters())

@@ -154,7 +154,7 @@ class ConstrainedELR(torch.optim.Optimizer):
         The inner torch optimizer (SGD, Adam, ...); it proposes the update direction.
     model:
         Module whose scale-invariant layers are tracked (found by
-        :func:`normdyn.validate.detection.find_scale_invariant`; a ``torch.compile``
+        :func:`normdyn.layers.detection.find_scale_invariant`; a ``torch.compile``
         wrapper is unwrapped).  Frozen layers are skipped, see :attr:`skipped`.
     target_elr:
         Positive float :math:`E = \\tan\\theta`, or ``None`` for the rotational-equilibrium

@@ -179,7 +179,7 @@ class CriticalLRWarmup:
         read and written); other classes raise :class:`TypeError`.
     model:
         Module whose scale-invariant layers are tracked (found by
-        :func:`normdyn.validate.detection.find_scale_invariant`; a ``torch.compile``
+        :func:`normdyn.layers.detection.find_scale_invariant`; a ``torch.compile``
         wrapper is unwrapped).  Frozen layers are skipped, see :attr:`skipped`.
     target_lr:
         ``None`` (default): each group's lr is its target, read again at every step, so

@@ -41,9 +41,9 @@ __all__ = [
 
 _LOCATIONS = {
     "ELRMonitor": "monitor",
-    "find_scale_invariant": "detection",
-    "measure_defect": "detection",
-    "ScaleInvariantLayer": "detection",
+    "find_scale_invariant": "normdyn.layers.detection",
+    "measure_defect": "normdyn.layers.detection",
+    "ScaleInvariantLayer": "normdyn.layers.detection",
     "resnet_cifar": "models",
     "plain_mlp": "models",
     "transformer_encoder": "models",
@@ -65,7 +65,8 @@ _LOCATIONS = {
 
 def __getattr__(name: str) -> Any:
     if name in _LOCATIONS:
-        module = importlib.import_module(f"normdyn.validate.{_LOCATIONS[name]}")
+        where = _LOCATIONS[name]
+        module = importlib.import_module(where if "." in where else f"normdyn.validate.{where}")
         return getattr(module, name)
     raise AttributeError(f"module 'normdyn.validate' has no attribute {name!r}")
 

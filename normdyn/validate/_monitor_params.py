@@ -21,8 +21,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from normdyn.validate._layers import _one_line, _short_names
-from normdyn.validate.detection import ScaleInvariantLayer, find_scale_invariant
+from normdyn.layers._layers import _one_line, _short_names
+from normdyn.layers.detection import ScaleInvariantLayer, find_scale_invariant
 
 __all__ = ["choose_names", "drop_frozen", "hook_target", "check_loss", "as_float", "bools"]
 

@@ -41,8 +41,8 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
+from normdyn.layers._layers import _short_names
 from normdyn.theory.numeric import gradient_elr
-from normdyn.validate._layers import _short_names
 
 __all__ = [
     "MONITOR_COLUMNS",

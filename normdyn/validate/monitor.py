@@ -102,7 +102,7 @@ from torch import Tensor, nn
 
 from normdyn._checks import NonFiniteError, check_int
 from normdyn._io import atomic_write_frame
-from normdyn.validate._layers import _one_line, _short_names
+from normdyn.layers._layers import _one_line, _short_names
 from normdyn.validate._monitor_params import (
     as_float,
     bools,
@@ -140,7 +140,7 @@ class ELRMonitor:
         or an optimizer-like object with ``param_groups``, that owns the tracked tensors.
     names:
         Parameter names to track.  Default: the weights that
-        :func:`~normdyn.validate.detection.find_scale_invariant` detects.
+        :func:`~normdyn.layers.detection.find_scale_invariant` detects.
     sync_every:
         Number of steps whose statistics stay on the device before one host copy.
     track_update:
@@ -160,7 +160,7 @@ class ELRMonitor:
     ----------
     names: list of tracked parameter names (the ``layer`` column).
     skipped_params: parameter names left out because they are frozen.
-    detected: the detector's :class:`~normdyn.validate.detection.ScaleInvariantLayer` list.
+    detected: the detector's :class:`~normdyn.layers.detection.ScaleInvariantLayer` list.
     """
 
     def __init__(

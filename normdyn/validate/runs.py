@@ -35,7 +35,7 @@ space, exactly as a scale-invariant layer's true gradient does.  Untracked param
 (classifier, norm affines) keep their real gradients.
 
 The tracked layers are the scale-invariant weights that
-:func:`~normdyn.validate.detection.find_scale_invariant` detects.  A model with none
+:func:`~normdyn.layers.detection.find_scale_invariant` detects.  A model with none
 (the Transformers: their linears carry biases or feed residual additions) tracks every
 weight matrix except the classifier's instead; ``config.json`` then says
 ``tracked_layers_scale_invariant: false`` and ``cos_wg`` shows the defect.
@@ -262,7 +262,7 @@ class _Interrupted(Exception):
 
 def _tracked_names(model: nn.Module) -> list[str] | None:
     """The scale-invariant weights of ``model`` (detected), ``None`` if there are none."""
-    from normdyn.validate.detection import find_scale_invariant
+    from normdyn.layers.detection import find_scale_invariant
 
     layers = find_scale_invariant(model)
     return [layer.param_name for layer in layers] if layers else None

@@ -15,7 +15,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from normdyn.validate.detection import find_scale_invariant
+from normdyn.layers.detection import find_scale_invariant
 from normdyn.validate.lr_sweep import (
     one_step_layer_table,
     one_step_lr_sweep,

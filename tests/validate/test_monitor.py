@@ -22,7 +22,7 @@ import torch.nn.functional as F  # noqa: E402
 from torch import nn  # noqa: E402
 
 from normdyn._checks import NonFiniteError  # noqa: E402
-from normdyn.validate.detection import find_scale_invariant  # noqa: E402
+from normdyn.layers.detection import find_scale_invariant  # noqa: E402
 from normdyn.validate.monitor import MONITOR_COLUMNS, ELRMonitor  # noqa: E402
 from tests.validate._nets import tiny_resnet_batch  # noqa: E402
 

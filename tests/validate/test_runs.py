@@ -273,7 +273,7 @@ def test_drift_replaces_tracked_gradients_with_same_norm(tmp_path, monkeypatch, 
 
 def test_one_step_lr_sweep_matches_theory_at_small_lr():
     torch.manual_seed(0)
-    from normdyn.validate.detection import find_scale_invariant
+    from normdyn.layers.detection import find_scale_invariant
     from normdyn.validate.models import plain_mlp
 
     model = plain_mlp(6, 16, 10, 3)

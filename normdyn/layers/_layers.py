@@ -1,9 +1,9 @@
 """Result types of the scale-invariance detector and the layer/norm classification it uses.
 
 :class:`ScaleInvariantLayer` and :class:`LayerVerdict` are the public results of
-:mod:`normdyn.validate.detection` (and are re-exported there).  The helpers decide
+:mod:`normdyn.layers.detection` (and are re-exported there).  The helpers decide
 which modules are conv/linear layers or normalizations, and whether a normalization
-removes a layer's bias (the **Bias** rule of :mod:`normdyn.validate._fx_invariance`);
+removes a layer's bias (the **Bias** rule of :mod:`normdyn.layers._fx_invariance`);
 both the :mod:`torch.fx` analysis and the forward-hook fallback use them.
 """
 

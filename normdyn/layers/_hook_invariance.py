@@ -13,8 +13,8 @@ residual addition elsewhere), so it can over-report; each result's ``reason`` sa
 which method decided it.
 
 :func:`_hook_verdicts` is called by
-:func:`normdyn.validate.detection.analyze_scale_invariance` for the layers that the
-:mod:`torch.fx` analysis (:mod:`normdyn.validate._fx_invariance`) could not reach.
+:func:`normdyn.layers.detection.analyze_scale_invariance` for the layers that the
+:mod:`torch.fx` analysis (:mod:`normdyn.layers._fx_invariance`) could not reach.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from normdyn.validate._layers import (
+from normdyn.layers._layers import (
     LayerKind,
     LayerVerdict,
     NormKind,

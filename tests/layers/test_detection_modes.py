@@ -19,7 +19,7 @@ torch = pytest.importorskip("torch")
 import torch.nn.functional as F  # noqa: E402
 from torch import nn  # noqa: E402
 
-from normdyn.validate.detection import analyze_scale_invariance, find_scale_invariant  # noqa: E402
+from normdyn.layers.detection import analyze_scale_invariance, find_scale_invariant  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -2,7 +2,7 @@ r"""The :mod:`torch.fx` analysis of scale invariance: graph tracing and transfer
 
 :func:`_trace` traces a model (making submodules that fail to trace opaque) and
 :class:`_Propagation` walks the graph for one weight, classifying every node by how
-it depends on the weight's scale.  :func:`normdyn.validate.detection.analyze_scale_invariance`
+it depends on the weight's scale.  :func:`normdyn.layers.detection.analyze_scale_invariance`
 runs it for every conv/linear weight.
 
 Rules (documented decisions)
@@ -71,10 +71,10 @@ normalization absorbed the scale.  The transfer rules:
 Each norm is analysed in the mode it is in when the detector runs (``module.training``):
 call the detector on the model as it will be trained.  ``eps`` makes all
 normalizations only approximately invariant;
-:func:`~normdyn.validate.detection.measure_defect` shows by how much.
+:func:`~normdyn.layers.detection.measure_defect` shows by how much.
 
 Modules that :func:`_trace` makes opaque are judged by the forward-hook fallback of
-:mod:`normdyn.validate._hook_invariance` instead.
+:mod:`normdyn.layers._hook_invariance` instead.
 """
 
 from __future__ import annotations
@@ -88,7 +88,7 @@ import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
-from normdyn.validate._layers import (
+from normdyn.layers._layers import (
     LayerVerdict,
     NormKind,
     _has_bias,

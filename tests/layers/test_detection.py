@@ -1,4 +1,4 @@
-"""Tests of normdyn.validate.detection.
+"""Tests of normdyn.layers.detection.
 
 The independent oracle for the detector is numerical: rescale one weight by
 ``ALPHA`` in a float64 copy of the model (training mode, batch statistics) and see
@@ -19,7 +19,7 @@ torch = pytest.importorskip("torch")
 import torch.nn.functional as F  # noqa: E402
 from torch import nn  # noqa: E402
 
-from normdyn.validate.detection import (  # noqa: E402
+from normdyn.layers.detection import (  # noqa: E402
     ScaleInvariantLayer,
     analyze_scale_invariance,
     find_scale_invariant,
