@@ -10,6 +10,7 @@ architecture defaults.  :func:`resolve_device` turns the ``device`` field into a
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -27,20 +28,30 @@ __all__ = [
     "OPTIMIZERS",
     "DEVICES",
     "TABLE_FORMATS",
+    "DECAYS",
+    "IMAGE_SIZES",
+    "DEFAULT_BN_RECALIBRATION_BATCHES",
+    "decay_factor",
     "resolve_device",
 ]
 
 ARCHS = ("resnet", "mlp", "transformer")
-DATA = ("digits", "digits32", "synthetic", "cifar10", "cifar100", "sequences")
+DATA = ("digits", "digits32", "synthetic", "cifar10", "cifar100", "sequences", "fashion-mnist")
 SCHEDULES = ("constant", "linear_warmup", "exponential_warmup", "critical_warmup", "step_decay")
 OPTIMIZERS = ("sgd", "adam")
 DEVICES = ("auto", "cpu", "cuda")
 TABLE_FORMATS = ("csv", "parquet")
+DECAYS = ("none", "cosine")
+IMAGE_SIZES = (14, 16, 28, 32)
+"""Fashion-MNIST image sizes: 28 native, 14 and 16 area-downsampled, 32 zero-padded."""
+DEFAULT_BN_RECALIBRATION_BATCHES = 32
+"""Training batches averaged (cumulatively) into the BatchNorm statistics before evaluation."""
 
 _NORMS = {"resnet": ("batch",), "mlp": ("batch", "layer"), "transformer": ("layer",)}
 _DEFAULT_NORM = {"resnet": "batch", "mlp": "batch", "transformer": "layer"}
 _DEFAULT_WIDTH = {"resnet": 16, "mlp": 128, "transformer": 32}
-_IMAGE_DATA = ("digits", "digits32", "synthetic", "cifar10", "cifar100")
+_IMAGE_DATA = ("digits", "digits32", "synthetic", "cifar10", "cifar100", "fashion-mnist")
+_NATIVE_IMAGE_SIZE = {"fashion-mnist": 28}
 
 
 @dataclass(frozen=True)
@@ -62,7 +73,19 @@ class RunConfig:
     scale invariant (biases, affines, classifier) at ``min(lr_t, other_lr)``;
     ``constrained_elr`` wraps the optimizer in :class:`normdyn.ConstrainedELR` with that
     lr-independent target.  ``n_samples`` sizes the
-    synthetic data sets; ``data_root`` is where CIFAR is read from (never downloaded).
+    synthetic data sets; ``data_root`` is where CIFAR is read from (never downloaded); for
+    ``fashion-mnist`` it overrides the search of ``$NORMDYN_DATA/fashion-mnist/`` and
+    ``/usr/share/datasets/fashion-mnist/`` (see :mod:`normdyn.validate.fashion_mnist`).
+    ``image_size`` (``fashion-mnist`` only; ``None``: the native 28) is one of
+    :data:`IMAGE_SIZES`.
+
+    ``decay="cosine"`` multiplies the lr of step ``t`` (every param group, after
+    ``schedule`` and the ``other_lr`` cap) *and*, with ``constrained_elr``, the target ELR
+    by the same factor :func:`decay_factor` :math:`\tfrac12(1 + \cos(\pi t / T))`,
+    ``T = steps``; ``"none"`` (default) leaves both constant.
+    ``bn_recalibration_batches`` is the number K of training batches (capped at one
+    epoch) over which the BatchNorm statistics are re-estimated, as a cumulative average,
+    before the final evaluation (see :mod:`normdyn.validate.evaluation`).
     """
 
     arch: str = "resnet"
@@ -75,6 +98,7 @@ class RunConfig:
     width_multiplier: float = 1.0
     data: str = "digits"
     data_root: str | None = None
+    image_size: int | None = None
     n_samples: int = 2048
     steps: int = 100
     batch_size: int = 64
@@ -86,6 +110,8 @@ class RunConfig:
     weight_decay: float = 0.0
     other_lr: float | None = None
     constrained_elr: float | None = None
+    decay: str = "none"
+    bn_recalibration_batches: int = DEFAULT_BN_RECALIBRATION_BATCHES
     drift: bool = False
     drift_projected: bool = False
     device: str = "auto"
@@ -113,6 +139,13 @@ class RunConfig:
         if (self.arch == "transformer") != (self.data == "sequences"):
             raise ValueError(f"data {self.data!r} does not fit arch {self.arch!r}: the "
                              "transformer takes 'sequences', the others take images")
+        if self.image_size is not None:
+            if self.data not in _NATIVE_IMAGE_SIZE:
+                raise ValueError(f"image_size applies to data 'fashion-mnist' only, got "
+                                 f"image_size={self.image_size!r} with data {self.data!r}")
+            if isinstance(self.image_size, bool) or self.image_size not in IMAGE_SIZES:
+                raise ValueError(f"image_size must be one of "
+                                 f"{', '.join(map(str, IMAGE_SIZES))}, got {self.image_size!r}")
         check_int("n_samples", self.n_samples, minimum=2)
         check_int("steps", self.steps, minimum=1)
         check_int("batch_size", self.batch_size, minimum=2)
@@ -134,6 +167,8 @@ class RunConfig:
                 raise ValueError("constrained_elr cannot be combined with schedule="
                                  "'critical_warmup': ConstrainedELR fixes each tracked layer's "
                                  "angle per step, so the warm-up has no ELR spread to cap")
+        _choice("decay", self.decay, DECAYS)
+        check_int("bn_recalibration_batches", self.bn_recalibration_batches, minimum=1)
         _choice("device", self.device, DEVICES)
         check_int("seed", self.seed)
         check_int("sync_every", self.sync_every, minimum=1)
@@ -155,6 +190,8 @@ class RunConfig:
                                                           else 10))
         if self.data in ("cifar10", "cifar100") and out["data_root"] is None:
             out["data_root"] = os.environ["NORMDYN_DATA"]
+        if self.data in _NATIVE_IMAGE_SIZE and out["image_size"] is None:
+            out["image_size"] = _NATIVE_IMAGE_SIZE[self.data]
         for key in ("lr", "momentum", "weight_decay", "width_multiplier", "other_lr",
                     "constrained_elr"):
             if out[key] is not None:
@@ -169,6 +206,20 @@ class RunConfig:
         if unknown:
             raise ValueError(f"config has unknown fields {unknown}")
         return cls(**values)
+
+
+def decay_factor(decay: str, step: int, steps: int) -> float:
+    r"""The factor on the lr (and target ELR) of step ``step`` of ``steps``.
+
+    ``"none"``: 1.  ``"cosine"``: :math:`\tfrac12\,(1 + \cos(\pi\,t/T))`, from 1 at
+    :math:`t = 0` down to :math:`\tfrac12(1 + \cos(\pi (T-1)/T)) > 0` at the last step.
+    """
+    _choice("decay", decay, DECAYS)
+    check_int("steps", steps, minimum=1)
+    check_int("step", step)
+    if decay == "none":
+        return 1.0
+    return 0.5 * (1.0 + math.cos(math.pi * step / steps))
 
 
 def _choice(name: str, value: Any, options: Sequence[str], where: str = "") -> None:

@@ -8,6 +8,10 @@
 * :func:`load_cifar` -- CIFAR-10/100 read from the standard python-pickle files
   in a local directory; :func:`write_fake_cifar` writes a tiny file set in the
   same format for tests.
+* :func:`~normdyn.validate.fashion_mnist.fashion_mnist` -- Fashion-MNIST from the local
+  gzip'd IDX files (``$NORMDYN_DATA/fashion-mnist/``, then
+  ``/usr/share/datasets/fashion-mnist/``; ``make data`` installs them), optionally
+  area-downsampled to 14 or 16 or zero-padded to 32.
 * :func:`make_batches` -- an infinite, deterministic stream of shuffled mini-batches.
 * :func:`get_dataset` -- dispatch by name.
 
@@ -27,6 +31,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from normdyn._checks import check_int, check_positive
+from normdyn.validate.fashion_mnist import fashion_mnist
 
 __all__ = [
     "CIFAR_LAYOUT",
@@ -35,6 +40,7 @@ __all__ = [
     "synthetic_images",
     "synthetic_sequences",
     "digits",
+    "fashion_mnist",
     "load_cifar",
     "cifar_files",
     "write_fake_cifar",
@@ -362,6 +368,7 @@ DATASETS: dict[str, Callable[..., tuple[Tensor, Tensor]]] = {
     "digits32": _digits32,
     "cifar10": _cifar10,
     "cifar100": _cifar100,
+    "fashion-mnist": fashion_mnist,
 }
 
 

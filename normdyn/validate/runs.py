@@ -90,6 +90,7 @@ from normdyn.validate.config import (
     TABLE_FORMATS,
     RunConfig,
     _choice,
+    decay_factor,
     resolve_device,
 )
 from normdyn.validate.lr_sweep import default_sweep_lrs, one_step_lr_sweep
@@ -115,7 +116,7 @@ __all__ = [
 ]
 
 _NUM_CLASSES = {"digits": 10, "digits32": 10, "synthetic": 10, "cifar10": 10, "cifar100": 100,
-                "sequences": 3}
+                "sequences": 3, "fashion-mnist": 10}
 _TRANSFORMER_HEADS = 4
 _SEQ_LEN, _SEQ_DIM = 8, 4
 _EVAL_MAX = 2048
@@ -144,6 +145,9 @@ def _load_data(cfg: dict[str, Any], split: str) -> tuple[Tensor, Tensor]:
         n = cfg["n_samples"] if split == "train" else max(2, cfg["n_samples"] // 4)
         return get_dataset(name, n=n, seed=cfg["seed"], split=split, seq_len=_SEQ_LEN,
                            input_dim=_SEQ_DIM, num_classes=_NUM_CLASSES[name])
+    if name == "fashion-mnist":
+        return get_dataset(name, data_root=cfg["data_root"], split=split,
+                           image_size=cfg["image_size"])
     return get_dataset(name, root=cfg["data_root"], split=split)
 
 
@@ -186,10 +190,12 @@ def _build_optimizer(cfg: dict[str, Any], model: nn.Module,
     return torch.optim.Adam(params, lr=cfg["lr"], weight_decay=cfg["weight_decay"])
 
 
-def _set_lrs(optimizer: torch.optim.Optimizer, lr: float, other_lr: float | None) -> None:
-    """Group 0 (or every group) at ``lr``; with ``other_lr``, group 1 at the smaller."""
+def _set_lrs(optimizer: torch.optim.Optimizer, lr: float, other_lr: float | None,
+             factor: float = 1.0) -> None:
+    """Group 0 (or every group) at ``lr``; with ``other_lr``, group 1 at
+    ``min(lr, other_lr * factor)`` (``lr`` already carries the decay ``factor``)."""
     for i, group in enumerate(optimizer.param_groups):
-        group["lr"] = lr if other_lr is None or i == 0 else min(lr, other_lr)
+        group["lr"] = lr if other_lr is None or i == 0 else min(lr, other_lr * factor)
 
 
 class _Schedule:
@@ -311,7 +317,8 @@ class _Run:
         self.monitor = ELRMonitor(self.model, self.optimizer, names=names,
                                   sync_every=self.cfg["sync_every"])
         self.stepper: Any = self.optimizer
-        if self.cfg.get("constrained_elr") is not None:
+        self.target_elr = self.cfg.get("constrained_elr")
+        if self.target_elr is not None:
             from normdyn.optim import ConstrainedELR
 
             self.stepper = ConstrainedELR(self.optimizer, self.model,
@@ -445,8 +452,11 @@ class _Run:
                     p.grad.copy_(drift_gradient(p.grad, p, self.drift_gen,
                                                 projected=self.cfg["drift_projected"]))
         a = self.per_unit_elr() if self.schedule.needs_norms else None
-        lr = self.schedule(self.step, a)
-        _set_lrs(self.optimizer, lr, self.cfg.get("other_lr"))
+        factor = decay_factor(self.cfg["decay"], self.step, self.cfg["steps"])
+        lr = self.schedule(self.step, a) * factor
+        _set_lrs(self.optimizer, lr, self.cfg.get("other_lr"), factor)
+        if self.target_elr is not None:
+            self.stepper.target_elr = self.target_elr * factor
         self.monitor.before_step(loss)
         if self.warmup is not None:
             with self.warmup.dampening():
@@ -467,24 +477,32 @@ class _Run:
         batch = (x.to(self.device), y.to(self.device))
         return one_step_lr_sweep(self.model, batch, F.cross_entropy, None, self.tracked)
 
-    @torch.no_grad()
-    def evaluate(self) -> dict[str, float]:
-        """Loss and accuracy on (at most the first 2048 samples of) the test split."""
+    def evaluate(self) -> dict[str, Any]:
+        """The final record: test accuracies (:func:`~normdyn.validate.evaluation.evaluate_model`
+        on at most the first 2048 test samples, BN recalibrated over
+        ``bn_recalibration_batches`` training batches of the run's batch size, at most one
+        epoch, drawn from their own stream) and the first/last training losses."""
+        from normdyn.validate.data import make_batches
+        from normdyn.validate.evaluation import evaluate_model
+
         X, y = _load_data(self.cfg, "test")
         X, y = X[:_EVAL_MAX], y[:_EVAL_MAX]
-        self.model.eval()
-        try:
-            total_loss, correct = 0.0, 0
-            for start in range(0, len(X), 512):
-                xb = X[start:start + 512].to(self.device)
-                yb = y[start:start + 512].to(self.device)
-                logits = self.model(xb)
-                total_loss += float(F.cross_entropy(logits, yb, reduction="sum"))
-                correct += int((logits.argmax(1) == yb).sum())
-        finally:
-            self.model.train()
-        return {"test_loss": total_loss / len(X), "test_accuracy": correct / len(X),
-                "test_samples": len(X)}
+        batch = self.cfg["batch_size"]
+        k = min(self.cfg["bn_recalibration_batches"], len(self.X) // batch)
+        stream = make_batches(self.X, self.y, batch, seed=_seed_stream(self.cfg["seed"], 3))
+        calibration = (next(stream)[0] for _ in range(k))
+        out = evaluate_model(self.model, X, y, calibration, device=self.device)
+        return {**out, **self.train_losses(), "diverged": False}
+
+    def train_losses(self) -> dict[str, float]:
+        """Mean training loss over the first and the last ``max(1, steps // 10)`` steps
+        recorded (NaN when none is)."""
+        losses = self.metrics["loss"]
+        n = max(1, self.cfg["steps"] // 10)
+        if not losses:
+            return {"train_loss_first": float("nan"), "train_loss_last": float("nan")}
+        return {"train_loss_first": float(np.mean(losses[:n])),
+                "train_loss_last": float(np.mean(losses[-n:]))}
 
 
 def run_training(
@@ -583,4 +601,5 @@ def _write_partial(run: _Run, status: str, resumed_from: int | None, *, error: s
     except Exception as exc:  # noqa: BLE001 - the table itself may hold the bad value
         error = f"{error}; writing the table failed: {exc}"
     atomic_write_json(run.out_dir / CONFIG_FILE,
-                      run.meta(status, resumed_from=resumed_from, error=error))
+                      run.meta(status, resumed_from=resumed_from, error=error,
+                               diverged=status == "diverged", **run.train_losses()))
