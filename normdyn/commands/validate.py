@@ -37,8 +37,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     a("--width", type=int, default=None, help="base width (default: the architecture's)")
     a("--width-multiplier", type=float, default=1.0)
     a("--data", default="digits",
-      help="digits | digits32 | synthetic | cifar10 | cifar100 | sequences (default: digits)")
-    a("--data-root", default=None, help="directory holding CIFAR (never downloaded)")
+      help="digits | digits32 | synthetic | fashion-mnist | cifar10 | cifar100 | sequences "
+           "(default: digits)")
+    a("--data-root", default=None,
+      help="directory holding CIFAR or fashion-mnist/ (never downloaded; fashion-mnist "
+           "falls back to $NORMDYN_DATA/fashion-mnist, then /usr/share/datasets/fashion-mnist)")
+    a("--image-size", type=int, default=None,
+      help="fashion-mnist: 14 | 16 | 28 | 32 (area downsampling or zero padding; default 28)")
+    a("--n-samples", type=int, default=2048, help="size of the synthetic data sets")
     a("--steps", type=int, default=100)
     a("--batch-size", type=int, default=64)
     a("--lr", type=float, default=0.1)
@@ -50,6 +56,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     a("--optimizer", default="sgd", help="sgd | adam")
     a("--momentum", type=float, default=0.0)
     a("--weight-decay", type=float, default=0.0)
+    a("--other-lr", type=float, default=None,
+      help="cap the lr of the parameters that are not scale invariant at min(lr_t, OTHER_LR)")
+    a("--constrained-elr", type=float, default=None, metavar="TARGET",
+      help="wrap the optimizer in ConstrainedELR with this lr-independent target ELR")
+    a("--decay", default="none",
+      help="none | cosine: decay of the lr (and of the ConstrainedELR target) over the run")
+    a("--bn-recalibration-batches", type=int, default=None,
+      help="training batches of the BatchNorm recalibration before evaluation "
+           "(default: RunConfig's)")
     a("--drift", action="store_true",
       help="replace tracked gradients by random Gaussian vectors of the same norm")
     a("--drift-projected", action="store_true",
@@ -70,19 +85,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def _config(args: argparse.Namespace):
+    """The RunConfig of the flags: every field is a flag of the same name (tested)."""
+    import dataclasses
+
     from normdyn.validate.runs import RunConfig
 
-    return RunConfig(
-        arch=args.arch, depth=args.depth, shortcuts=args.shortcuts, norm=args.norm,
-        norm_position=args.norm_position, affine=args.affine, width=args.width,
-        width_multiplier=args.width_multiplier, data=args.data, data_root=args.data_root,
-        steps=args.steps, batch_size=args.batch_size, lr=args.lr, schedule=args.schedule,
-        schedule_steps=args.schedule_steps, optimizer=args.optimizer, momentum=args.momentum,
-        weight_decay=args.weight_decay, drift=args.drift,
-        drift_projected=args.drift_projected, device=args.device, seed=args.seed,
-        sync_every=args.sync_every, checkpoint_every=args.checkpoint_every,
-        sweep_critical_lr=args.sweep_critical_lr,
-    )
+    given = {f.name: getattr(args, f.name) for f in dataclasses.fields(RunConfig)}
+    if given["bn_recalibration_batches"] is None:
+        del given["bn_recalibration_batches"]
+    return RunConfig(**given)
 
 
 def _summary(report: dict, out: Path, seconds: float) -> str:

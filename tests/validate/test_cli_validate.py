@@ -178,3 +178,22 @@ def test_same_seed_same_bytes_and_another_seed_differs(tmp_path):
     assert main([*_validate_args(c, 12), "--seed", "1"]) == 0
     assert _tables(a) == _tables(b)
     assert _tables(a)["steps.csv"] != _tables(c)["steps.csv"]
+
+
+def test_every_run_config_field_is_a_validate_flag():
+    import argparse
+    import dataclasses
+
+    from normdyn.commands import validate as V
+    from normdyn.validate.runs import RunConfig
+
+    parser = argparse.ArgumentParser()
+    V.add_parser(parser.add_subparsers())
+    args = parser.parse_args(["validate", "--constrained-elr", "0.02", "--other-lr", "0.1",
+                              "--data", "fashion-mnist", "--image-size", "16",
+                              "--decay", "cosine", "--bn-recalibration-batches", "7"])
+    missing = [f.name for f in dataclasses.fields(RunConfig) if not hasattr(args, f.name)]
+    assert not missing, f"RunConfig fields without a normdyn validate flag: {missing}"
+    cfg = V._config(args)
+    assert (cfg.constrained_elr, cfg.other_lr, cfg.data, cfg.image_size, cfg.decay,
+            cfg.bn_recalibration_batches) == (0.02, 0.1, "fashion-mnist", 16, "cosine", 7)
