@@ -10,7 +10,7 @@ STAMP := $(VENV)/.normdyn-installed
 TORCH_SPEC ?= torch==2.13.0
 PYTEST_ARGS ?= -n 2
 
-.PHONY: test figures check lint bench clean-venv
+.PHONY: test figures check lint bench clean-venv data
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -39,3 +39,16 @@ bench: $(STAMP)
 
 clean-venv:
 	rm -rf $(VENV)
+
+# Fashion-MNIST for --data fashion-mnist (the deep profile): Debian's package puts the four
+# IDX files in /usr/share/datasets/fashion-mnist/. Needs root and apt; otherwise it says how.
+data:
+	@if [ -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ]; then \
+	  echo "fashion-mnist: already in /usr/share/datasets/fashion-mnist/"; \
+	elif command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+	  apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist; \
+	else \
+	  echo "fashion-mnist: run 'sudo apt-get install dataset-fashion-mnist' (Debian/Ubuntu), or put" \
+	       "train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz, t10k-images-idx3-ubyte.gz and" \
+	       "t10k-labels-idx1-ubyte.gz in \$$NORMDYN_DATA/fashion-mnist/"; \
+	fi

@@ -56,7 +56,7 @@ _NATIVE_IMAGE_SIZE = {"fashion-mnist": 28}
 
 @dataclass(frozen=True)
 class RunConfig:
-    """Everything that determines a run (and nothing that does not).
+    r"""Everything that determines a run (and nothing that does not).
 
     ``norm`` and ``width`` default to the architecture's (``None``); ``resolved()``
     fills them in.  ``norm`` is ``batch`` for the ResNet, ``batch|layer`` for the MLP,

@@ -10,9 +10,9 @@ same weights:
 
 ``test_accuracy``
     eval mode after :func:`recalibrate_bn` ("precise BN"): the running statistics are
-    reset and re-estimated as the *cumulative* average (``momentum=None``, the semantics
-    of :func:`torch.optim.swa_utils.update_bn`) over K training batches, forwarded in
-    train mode without gradients.  After it, for each BN layer and channel,
+    reset and re-estimated as the *cumulative* average (``momentum=None``, as in
+    :func:`torch.optim.swa_utils.update_bn`) over K training batches, layer by layer in
+    forward order, with the layers upstream already recalibrated.  After it, for each BN layer and channel,
 
     .. math::
 
@@ -20,8 +20,8 @@ same weights:
         \hat\sigma^2 = \frac1K\sum_{k=1}^K s_k^2,
 
     with :math:`\mu_k` the mean and :math:`s_k^2` the unbiased variance of the layer's
-    input over batch :math:`k` (its input computed with batch statistics upstream, as
-    in training).  ``test_loss`` is measured with these statistics.
+    input over batch :math:`k` (its input computed with the recalibrated statistics
+    upstream, as at test time).  ``test_loss`` is measured with these statistics.
 ``test_accuracy_batch_stats``
     every BN layer normalizes each test batch (of :data:`EVAL_BATCH` samples) with that
     batch's own statistics (train-mode BN; the other modules in eval mode).
@@ -56,37 +56,75 @@ def bn_layers(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
             if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
 
 
+class _Stop(Exception):
+    """Raised by a forward hook to end a forward pass once a layer has seen its input."""
+
+
+def _forward_order(model: nn.Module, layers: list, x: Tensor) -> list:
+    """``layers`` in the order the forward pass reaches them (eval mode, one batch)."""
+    seen: list = []
+    handles = [m.register_forward_pre_hook(lambda m, _: seen.append(m) if m not in seen
+                                           else None) for m in layers]
+    try:
+        model(x)
+    finally:
+        for h in handles:
+            h.remove()
+    return seen + [m for m in layers if m not in seen]
+
+
 @torch.no_grad()
 def recalibrate_bn(model: nn.Module, batches: Iterable[Tensor],
                    device: torch.device | str | None = None) -> int:
     """Re-estimate, *in place*, every BN layer's running statistics over ``batches``.
 
-    Resets the running statistics, sets ``momentum=None`` (cumulative average), forwards
-    each input batch with the BN layers in train mode and every other module in eval mode,
-    then restores each module's mode and each BN layer's momentum.  Returns the number of
-    batches used.  ``model`` must be a copy if the trained statistics are still needed.
+    Layer by layer, in forward order: layer :math:`\ell` is reset and re-estimated as
+    the cumulative average (``momentum=None``) of its input over the batches, while every
+    layer before it already normalizes with its *recalibrated* running statistics (eval
+    mode), exactly as at test time.  (One pass with every BN layer in train mode, as
+    :func:`torch.optim.swa_utils.update_bn` does, estimates each layer's statistics of an
+    input that was normalized upstream with *batch* statistics; in a deep plain network
+    that mismatch compounds, measured: ResNet-56 NoShort at 24 % recalibrated in one pass
+    against 54 % with batch statistics.)  The forward pass of layer :math:`\ell` stops at
+    it, so the cost is about half a forward pass per layer and batch.  Every module's mode
+    and each BN layer's momentum are restored.  Returns the number of batches used.
+    ``model`` must be a copy if the trained statistics are still needed.
     """
     layers = bn_layers(model)
+    inputs = [x.to(device) if device is not None else x for x in batches]
+    if layers and not inputs:
+        raise ValueError("batches must hold at least one batch to recalibrate BatchNorm")
     modes = {m: m.training for m in model.modules()}
-    momenta = [m.momentum for m in layers]
-    n = 0
+    momenta = {m: m.momentum for m in layers}
     try:
         model.eval()
-        for m in layers:
-            m.reset_running_stats()
-            m.momentum = None
-            m.train()
-        for x in batches:
-            model(x.to(device) if device is not None else x)
-            n += 1
+        if not layers:
+            return len(inputs)
+        order = _forward_order(model, layers, inputs[0])
+        for layer in order:
+            layer.reset_running_stats()
+            layer.momentum = None
+            layer.train()
+
+            def stop(module: nn.Module, args: Any, output: Any) -> None:
+                raise _Stop
+
+            handle = layer.register_forward_hook(stop)
+            try:
+                for x in inputs:
+                    try:
+                        model(x)
+                    except _Stop:
+                        pass
+            finally:
+                handle.remove()
+                layer.eval()
     finally:
         for m, mode in modes.items():
             m.training = mode
-        for m, momentum in zip(layers, momenta, strict=True):
+        for m, momentum in momenta.items():
             m.momentum = momentum
-    if layers and n == 0:
-        raise ValueError("batches must hold at least one batch to recalibrate BatchNorm")
-    return n
+    return len(inputs)
 
 
 @torch.no_grad()

@@ -272,6 +272,6 @@ def test_get_dataset_unknown_name():
     with pytest.raises(ValueError) as info:
         get_dataset("imagenet")
     assert str(info.value) == (
-        "name must be one of 'cifar10', 'cifar100', 'digits', 'digits32', 'sequences', "
-        "'synthetic', got 'imagenet'"
+        "name must be one of 'cifar10', 'cifar100', 'digits', 'digits32', 'fashion-mnist', "
+        "'sequences', 'synthetic', got 'imagenet'"
     )
