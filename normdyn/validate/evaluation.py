@@ -76,7 +76,7 @@ def _forward_order(model: nn.Module, layers: list, x: Tensor) -> list:
 @torch.no_grad()
 def recalibrate_bn(model: nn.Module, batches: Iterable[Tensor],
                    device: torch.device | str | None = None) -> int:
-    """Re-estimate, *in place*, every BN layer's running statistics over ``batches``.
+    r"""Re-estimate, *in place*, every BN layer's running statistics over ``batches``.
 
     Layer by layer, in forward order: layer :math:`\ell` is reset and re-estimated as
     the cumulative average (``momentum=None``) of its input over the batches, while every
